@@ -1,0 +1,156 @@
+//! `baton`: plan and simulate pool-aware rolling updates.
+
+mod inputs;
+mod table;
+
+use anyhow::Result;
+use baton_core::Strategy;
+use baton_core::report::Report;
+use baton_core::rollout;
+use baton_core::simulator::SimConfig;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "Pool-aware rolling updates for server fleets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the schedule: who goes when, why each server waits, makespan and lower bound.
+    Plan {
+        #[command(flatten)]
+        input: InputArgs,
+        /// How servers are chosen: `baton`, or `batches:N` (Ansible's `serial: N`).
+        #[arg(long, default_value = "baton", value_parser = parse_strategy)]
+        strategy: Strategy,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Run the scheduler against virtual time, with jitter and failures.
+    Simulate {
+        #[command(flatten)]
+        input: InputArgs,
+        /// Seed of the random draws: the same seed gives the same run.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Each duration varies uniformly by ± this fraction (0 to 1).
+        #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+        jitter: f64,
+        /// Probability that a server's update fails (0 to 1).
+        #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+        failure_rate: f64,
+        /// How servers are chosen: `baton`, or `batches:N` (Ansible's `serial: N`).
+        #[arg(long, default_value = "baton", value_parser = parse_strategy)]
+        strategy: Strategy,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Args)]
+struct InputArgs {
+    /// The fleet file (TOML).
+    fleet: PathBuf,
+    /// The runbook (TOML): renders each server's commands and gives default durations.
+    #[arg(long)]
+    runbook: Option<PathBuf>,
+    /// A runbook parameter, e.g. `--param package_path='D:\CU\SkypeServerUpdateInstaller.exe'`.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+}
+
+#[derive(Args)]
+struct OutputArgs {
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// With `--format table`: also print each server's rendered commands.
+    #[arg(long)]
+    steps: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn parse_strategy(text: &str) -> Result<Strategy, String> {
+    text.parse()
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{text:?} is not a fraction between 0 and 1")),
+    }
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    Ok((name.trim().to_string(), value.to_string()))
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Plan {
+            input,
+            strategy,
+            output,
+        } => {
+            let loaded = inputs::load(&input.fleet, input.runbook.as_deref(), &input.params)?;
+            let report = rollout::plan(&loaded.fleet, &loaded.workload, strategy)?;
+            print(&report, &output, &table::Heading::plan(&loaded, strategy))
+        }
+        Command::Simulate {
+            input,
+            seed,
+            jitter,
+            failure_rate,
+            strategy,
+            output,
+        } => {
+            let loaded = inputs::load(&input.fleet, input.runbook.as_deref(), &input.params)?;
+            let config = SimConfig {
+                strategy,
+                seed,
+                jitter,
+                failure_rate,
+            };
+            let (report, _) = rollout::simulate_rollout(&loaded.fleet, &loaded.workload, &config)?;
+            print(
+                &report,
+                &output,
+                &table::Heading::simulate(&loaded, &config),
+            )
+        }
+    }
+}
+
+fn print(report: &Report, output: &OutputArgs, heading: &table::Heading) -> Result<()> {
+    match output.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        Format::Table => print!("{}", table::render(report, heading, output.steps)),
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! The fleet file exactly as written: every key kept with its position so validation can point
+//! at the line. Unknown keys are refused here (`deny_unknown_fields`) to catch typos.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetFile {
+    pub fleet: Spanned<RawFleet>,
+    #[serde(default)]
+    pub site: Vec<Spanned<RawSite>>,
+    #[serde(default)]
+    pub pool: Vec<Spanned<RawPool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    pub name: Spanned<String>,
+    pub max_parallel: Option<Spanned<i64>>,
+    pub max_failures: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    pub name: Spanned<String>,
+    pub max_parallel: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub fqdn: Spanned<String>,
+    pub site: Option<Spanned<String>>,
+    pub edition: Spanned<String>,
+    pub sql_server: Option<Spanned<String>>,
+    pub paired_with: Option<Spanned<String>>,
+    pub outage_budget: Option<Spanned<String>>,
+    pub max_unavailable: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub server: Vec<Spanned<RawServer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub fqdn: Spanned<String>,
+    pub role: Spanned<String>,
+    pub collocated_databases: Option<Spanned<bool>>,
+    pub expected_duration: Option<Spanned<String>>,
+}

@@ -1,0 +1,365 @@
+//! The scheduler: a deterministic state machine, `(now, event) -> actions`, with no I/O and
+//! no clock. The simulator and (later) the live controller drive the same code.
+
+mod priority;
+mod state;
+
+pub use state::{Outcome, ServerRecord, StopReason};
+
+use crate::fleet::{Fleet, PoolId, ServerId};
+use crate::policy::{Blocker, Occupancy, Rule};
+use crate::time::Millis;
+use priority::PoolQueue;
+use state::{Phase, Records};
+use std::fmt;
+
+/// How servers are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Pool-aware list scheduling: whenever a server finishes, start every server the rules
+    /// allow, most critical pool first.
+    Baton,
+    /// Ansible's `serial: N`: fixed batches of up to N servers in fleet order (still obeying
+    /// R1–R5); a batch starts only when the previous one has fully finished.
+    Batches(u32),
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Strategy::Baton => f.write_str("baton"),
+            Strategy::Batches(n) => write!(f, "batches:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "baton" {
+            return Ok(Strategy::Baton);
+        }
+        let size = text.strip_prefix("batches:").ok_or_else(|| {
+            format!("unknown strategy {text:?}; expected \"baton\" or \"batches:N\"")
+        })?;
+        match size.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(Strategy::Batches(n)),
+            _ => Err(format!(
+                "batch size in {text:?} must be a whole number of at least 1"
+            )),
+        }
+    }
+}
+
+/// What happened, as told to the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Begin the rollout.
+    Begin,
+    /// A server finished its runbook.
+    Succeeded(ServerId),
+    /// A server's runbook failed: its pool is quarantined and the server stays down.
+    Failed(ServerId),
+    /// Start nothing new until `Resume`.
+    Pause,
+    Resume,
+    /// Start nothing new, ever; pending servers become `not_started`.
+    Abort,
+}
+
+/// What the scheduler wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Put this server into maintenance and run its runbook.
+    Start {
+        server: ServerId,
+        expected_end: Millis,
+    },
+    /// Nothing is running and nothing more will start: the rollout is over.
+    Finished,
+}
+
+/// An event that does not fit the rollout's state (a wrong or late message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("server #{0} does not exist in this fleet")]
+    UnknownServer(ServerId),
+    #[error("server {0} reported a result but is not running")]
+    NotRunning(String),
+    #[error("time went backwards: event at {now} ms after one at {last} ms")]
+    TimeWentBackwards { now: Millis, last: Millis },
+}
+
+/// The scheduler of one rollout.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    strategy: Strategy,
+    expected: Vec<Millis>,
+    pools: Vec<PoolInfo>,
+    max_failures: u32,
+    occupancy: Occupancy,
+    records: Records,
+    queue: PoolQueue,
+    running: usize,
+    failures: u32,
+    paused: bool,
+    stop: Option<StopReason>,
+    finished: bool,
+    /// Pending servers were already marked `not_started` for `stop`.
+    gave_up: bool,
+    last_now: Millis,
+    /// Batches: members of the batch in flight, and its number.
+    batch: Vec<ServerId>,
+    batch_number: u32,
+}
+
+#[derive(Debug, Clone)]
+struct PoolInfo {
+    servers: Vec<ServerId>,
+}
+
+impl Scheduler {
+    /// A scheduler for `fleet`, where `expected[s]` is server `s`'s expected duration.
+    pub fn new(fleet: &Fleet, expected: &[Millis], strategy: Strategy) -> Scheduler {
+        assert_eq!(
+            expected.len(),
+            fleet.servers.len(),
+            "one expected duration per server"
+        );
+        Scheduler {
+            strategy,
+            expected: expected.to_vec(),
+            pools: fleet
+                .pools
+                .iter()
+                .map(|p| PoolInfo {
+                    servers: p.servers.clone(),
+                })
+                .collect(),
+            max_failures: fleet.max_failures,
+            occupancy: Occupancy::new(fleet),
+            records: Records::new(fleet),
+            queue: PoolQueue::new(fleet, expected),
+            running: 0,
+            failures: 0,
+            paused: false,
+            stop: None,
+            finished: false,
+            gave_up: false,
+            last_now: 0,
+            batch: Vec::new(),
+            batch_number: 0,
+        }
+    }
+
+    /// Applies one event at time `now` and returns what to do next.
+    pub fn handle(&mut self, now: Millis, event: Event) -> Result<Vec<Action>, SchedulerError> {
+        self.handle_all(now, &[event])
+    }
+
+    /// Applies events that happened at the same instant, then decides once: simultaneous
+    /// completions are all seen before any slot is handed out.
+    pub fn handle_all(
+        &mut self,
+        now: Millis,
+        events: &[Event],
+    ) -> Result<Vec<Action>, SchedulerError> {
+        if now < self.last_now {
+            return Err(SchedulerError::TimeWentBackwards {
+                now,
+                last: self.last_now,
+            });
+        }
+        self.last_now = now;
+        for &event in events {
+            self.apply(now, event)?;
+        }
+        let mut actions = Vec::new();
+        if self.finished {
+            return Ok(actions);
+        }
+        if !self.paused && self.stop.is_none() {
+            self.dispatch(now, &mut actions);
+        }
+        if let Some(reason) = self.stop
+            && !self.gave_up
+        {
+            self.records.give_up_pending(reason);
+            self.gave_up = true;
+        }
+        if self.running == 0 && actions.is_empty() && !self.paused {
+            self.records.give_up_pending(StopReason::Stuck);
+            self.finished = true;
+            actions.push(Action::Finished);
+        }
+        Ok(actions)
+    }
+
+    fn apply(&mut self, now: Millis, event: Event) -> Result<(), SchedulerError> {
+        match event {
+            Event::Begin | Event::Resume => self.paused = false,
+            Event::Pause => self.paused = true,
+            Event::Abort => {
+                self.stop.get_or_insert(StopReason::Aborted { at: now });
+            }
+            Event::Succeeded(server) | Event::Failed(server) => {
+                if server >= self.expected.len() {
+                    return Err(SchedulerError::UnknownServer(server));
+                }
+                if !matches!(self.records.phase(server), Phase::Running) {
+                    return Err(SchedulerError::NotRunning(format!("#{server}")));
+                }
+                self.running -= 1;
+                if let Event::Succeeded(_) = event {
+                    self.occupancy.leave(server);
+                    self.records.finish(server, now, Outcome::Succeeded);
+                } else {
+                    self.occupancy.hold_until_repaired(server);
+                    self.records.finish(server, now, Outcome::Failed);
+                    self.failures += 1;
+                    let pool = self.records.pool_of(server);
+                    self.quarantine(pool, server, now);
+                    if self.failures > self.max_failures {
+                        self.stop.get_or_insert(StopReason::FailureLimit {
+                            failures: self.failures,
+                            limit: self.max_failures,
+                            at: now,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn quarantine(&mut self, pool: PoolId, failed: ServerId, at: Millis) {
+        for &server in &self.pools[pool].servers {
+            if matches!(self.records.phase(server), Phase::Pending) {
+                self.records.skip(server, failed, at);
+            }
+        }
+        self.queue.drop_pool(pool);
+    }
+
+    fn start(&mut self, now: Millis, server: ServerId, actions: &mut Vec<Action>) {
+        let expected_end = now + self.expected[server];
+        self.occupancy.enter(server, expected_end);
+        self.records.start(server, now);
+        self.running += 1;
+        actions.push(Action::Start {
+            server,
+            expected_end,
+        });
+    }
+
+    fn dispatch(&mut self, now: Millis, actions: &mut Vec<Action>) {
+        match self.strategy {
+            Strategy::Baton => self.dispatch_by_priority(now, actions),
+            Strategy::Batches(size) => self.dispatch_batch(now, size, actions),
+        }
+    }
+
+    /// List scheduling: walk pools from the longest remaining critical chain down, and start
+    /// whatever the rules allow. Each pool prefers its back end first when free, so a paired
+    /// partner can patch its other servers meanwhile.
+    fn dispatch_by_priority(&mut self, now: Millis, actions: &mut Vec<Action>) {
+        let round = self.records.next_round();
+        if let Err(blocker) = self.occupancy.fleet_has_room() {
+            self.records.fleet_full(round, blocker);
+            return;
+        }
+        let mut touched = Vec::new();
+        let order: Vec<PoolId> = self.queue.in_priority_order().collect();
+        'pools: for pool in order {
+            let mut started_here = false;
+            loop {
+                let candidate = [self.queue.next_backend(pool), self.queue.next_other(pool)]
+                    .into_iter()
+                    .flatten()
+                    .find(|&s| self.occupancy.check(s).is_ok());
+                let Some(server) = candidate else { break };
+                self.queue.take(pool, server);
+                self.start(now, server, actions);
+                started_here = true;
+                if let Err(blocker) = self.occupancy.fleet_has_room() {
+                    self.note_pool_blockers(round, pool);
+                    self.records.fleet_full(round, blocker);
+                    touched.push(pool);
+                    break 'pools;
+                }
+            }
+            self.note_pool_blockers(round, pool);
+            if started_here {
+                touched.push(pool);
+            }
+        }
+        for pool in touched {
+            self.queue.reprioritize(pool);
+        }
+    }
+
+    fn note_pool_blockers(&mut self, round: u64, pool: PoolId) {
+        for candidate in [self.queue.next_backend(pool), self.queue.next_other(pool)]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(blocker) = self.occupancy.check(candidate) {
+                self.records.pool_blocked(round, pool, candidate, blocker);
+            }
+        }
+    }
+
+    /// `serial: N`: when the batch in flight is done, fill the next one in fleet order.
+    fn dispatch_batch(&mut self, now: Millis, size: u32, actions: &mut Vec<Action>) {
+        if self
+            .batch
+            .iter()
+            .any(|&s| matches!(self.records.phase(s), Phase::Running))
+        {
+            return;
+        }
+        self.batch.clear();
+        self.batch_number += 1;
+        let round = self.records.next_round();
+        let mut slowest: Option<ServerId> = None;
+        for server in 0..self.expected.len() {
+            if !matches!(self.records.phase(server), Phase::Pending) {
+                continue;
+            }
+            let verdict = if self.batch.len() >= size as usize {
+                let holder = slowest.expect("a full batch has members");
+                Err(Blocker {
+                    rule: Rule::Batch(self.batch_number),
+                    holder,
+                    until: Some(now + self.expected[holder]),
+                })
+            } else {
+                self.occupancy.check(server)
+            };
+            match verdict {
+                Ok(()) => {
+                    self.queue.take(self.records.pool_of(server), server);
+                    self.start(now, server, actions);
+                    self.batch.push(server);
+                    if slowest.is_none_or(|s| self.expected[server] > self.expected[s]) {
+                        slowest = Some(server);
+                    }
+                }
+                Err(blocker) => self.records.server_blocked(round, server, blocker),
+            }
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn records(&self) -> &[ServerRecord] {
+        self.records.all()
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+}
