@@ -47,7 +47,8 @@ fn minutes(rng: &mut ChaCha8Rng, low: u64, high: u64) -> Millis {
     rng.random_range(low * MINUTE..=high * MINUTE) / 1000 * 1000
 }
 
-/// Generates a fleet matching `spec` (server count is exact when `servers >= pools`).
+/// Generates a fleet matching `spec`. The server count is exact when `servers >= pools` and the
+/// Enterprise pools can hold the surplus (at most 18 servers each).
 pub fn generate(spec: &FleetSpec) -> Fleet {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let sites: Vec<Site> = (0..spec.sites)
@@ -65,10 +66,12 @@ pub fn generate(spec: &FleetSpec) -> Fleet {
     // servers are dealt to random Enterprise pools.
     let mut sizes: Vec<usize> = vec![1; pool_count];
     let enterprise: Vec<usize> = (0..pool_count).filter(|&p| !standard[p]).collect();
-    let mut left = spec.servers.saturating_sub(pool_count);
-    while left > 0 && !enterprise.is_empty() {
+    const MAX_POOL_SIZE: usize = 18;
+    let room = enterprise.len() * (MAX_POOL_SIZE - 1);
+    let mut left = spec.servers.saturating_sub(pool_count).min(room);
+    while left > 0 {
         let p = enterprise[rng.random_range(0..enterprise.len())];
-        if sizes[p] < 18 {
+        if sizes[p] < MAX_POOL_SIZE {
             sizes[p] += 1;
             left -= 1;
         }

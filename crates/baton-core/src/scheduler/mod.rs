@@ -11,6 +11,7 @@ use crate::policy::{Blocker, Occupancy, Rule};
 use crate::time::Millis;
 use priority::PoolQueue;
 use state::{Phase, Records};
+use std::cmp::Reverse;
 use std::fmt;
 
 /// How servers are chosen.
@@ -310,7 +311,8 @@ impl Scheduler {
         }
     }
 
-    /// `serial: N`: when the batch in flight is done, fill the next one in fleet order.
+    /// `serial: N`: when the batch in flight is done, fill the next one in fleet order. Every
+    /// server left out waits for this batch's slowest member, whatever kept it out.
     fn dispatch_batch(&mut self, now: Millis, size: u32, actions: &mut Vec<Action>) {
         if self
             .batch
@@ -322,32 +324,38 @@ impl Scheduler {
         self.batch.clear();
         self.batch_number += 1;
         let round = self.records.next_round();
-        let mut slowest: Option<ServerId> = None;
+        let mut left_out = Vec::new();
         for server in 0..self.expected.len() {
             if !matches!(self.records.phase(server), Phase::Pending) {
                 continue;
             }
-            let verdict = if self.batch.len() >= size as usize {
-                let holder = slowest.expect("a full batch has members");
-                Err(Blocker {
+            if self.batch.len() < size as usize && self.occupancy.check(server).is_ok() {
+                self.queue.take(self.records.pool_of(server), server);
+                self.start(now, server, actions);
+                self.batch.push(server);
+            } else {
+                left_out.push(server);
+            }
+        }
+        let slowest = self
+            .batch
+            .iter()
+            .copied()
+            .max_by_key(|&s| (self.expected[s], Reverse(s)));
+        for server in left_out {
+            let blocker = match slowest {
+                Some(holder) => Blocker {
                     rule: Rule::Batch(self.batch_number),
                     holder,
                     until: Some(now + self.expected[holder]),
-                })
-            } else {
-                self.occupancy.check(server)
+                },
+                // Nothing could start: whatever rule holds it (a failed server) is the reason.
+                None => match self.occupancy.check(server) {
+                    Err(blocker) => blocker,
+                    Ok(()) => continue,
+                },
             };
-            match verdict {
-                Ok(()) => {
-                    self.queue.take(self.records.pool_of(server), server);
-                    self.start(now, server, actions);
-                    self.batch.push(server);
-                    if slowest.is_none_or(|s| self.expected[server] > self.expected[s]) {
-                        slowest = Some(server);
-                    }
-                }
-                Err(blocker) => self.records.server_blocked(round, server, blocker),
-            }
+            self.records.server_blocked(round, server, blocker);
         }
     }
 

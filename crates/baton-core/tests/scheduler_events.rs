@@ -1,0 +1,418 @@
+//! The scheduler as a state machine: events in, actions out, and the reasons it gives.
+
+use baton_core::fleet::Fleet;
+use baton_core::report::Report;
+use baton_core::rollout::plan;
+use baton_core::scheduler::{Action, Event, Outcome, Scheduler, SchedulerError, Strategy};
+use baton_core::simulator::{SimConfig, simulate};
+use baton_core::workload::{Workload, build_workload};
+
+const MIN: u64 = 60_000;
+
+fn fleet(text: &str) -> Fleet {
+    Fleet::from_toml("test.toml", text).expect("valid fleet")
+}
+
+fn workload(fleet: &Fleet) -> Workload {
+    build_workload(fleet, None).expect("every server has a duration")
+}
+
+fn plan_of(text: &str, strategy: Strategy) -> (Fleet, Report) {
+    let fleet = fleet(text);
+    let report = plan(&fleet, &workload(&fleet), strategy).expect("audited");
+    (fleet, report)
+}
+
+fn server<'a>(report: &'a Report, fqdn: &str) -> &'a baton_core::report::ServerReport {
+    report
+        .servers
+        .iter()
+        .find(|s| s.fqdn == fqdn)
+        .expect("server in report")
+}
+
+fn starts(actions: &[Action]) -> Vec<usize> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Start { server, .. } => Some(*server),
+            Action::Finished => None,
+        })
+        .collect()
+}
+
+const PAIR: &str = r#"
+[fleet]
+name = "pair"
+
+[[pool]]
+fqdn = "pool01.contoso.com"
+edition = "enterprise"
+sql_server = "sql01.contoso.com"
+paired_with = "pool02.contoso.com"
+  [[pool.server]]
+  fqdn = "be01.contoso.com"
+  role = "backend"
+  expected_duration = "12m"
+  [[pool.server]]
+  fqdn = "be02.contoso.com"
+  role = "backend"
+  expected_duration = "12m"
+  [[pool.server]]
+  fqdn = "fe01.contoso.com"
+  role = "frontend"
+  expected_duration = "15m"
+
+[[pool]]
+fqdn = "pool02.contoso.com"
+edition = "enterprise"
+sql_server = "sql02.contoso.com"
+  [[pool.server]]
+  fqdn = "be03.contoso.com"
+  role = "backend"
+  expected_duration = "10m"
+  [[pool.server]]
+  fqdn = "fe02.contoso.com"
+  role = "frontend"
+  expected_duration = "15m"
+  [[pool.server]]
+  fqdn = "fe03.contoso.com"
+  role = "frontend"
+  expected_duration = "15m"
+"#;
+
+#[test]
+fn waiting_servers_name_the_rule_and_holder() {
+    let (_, report) = plan_of(PAIR, Strategy::Baton);
+    let waited = |fqdn: &str| server(&report, fqdn).waited_for.clone();
+    // pool02 has the longer chain, so its back end goes first; pool01 patches its front end
+    // meanwhile (R4 keeps its back ends out while pool02 is degraded).
+    assert_eq!(waited("be03.contoso.com"), None);
+    assert_eq!(waited("fe01.contoso.com"), None);
+    assert_eq!(
+        waited("fe02.contoso.com").as_deref(),
+        Some("R2: be03 is down in pool02 until 00:10")
+    );
+    assert_eq!(
+        waited("be01.contoso.com").as_deref(),
+        Some("R2: fe01 is down in pool01 until 00:15")
+    );
+    assert_eq!(
+        waited("be02.contoso.com").as_deref(),
+        Some("R1: be01 holds pool01 until 00:27")
+    );
+    assert_eq!(
+        waited("fe03.contoso.com").as_deref(),
+        Some("R3: pool02 is at max_unavailable = 1; fe02 is down until 00:25")
+    );
+    // pool02's chain (10m back end + two 15m front ends in a row) is the bound, and it is met.
+    assert_eq!(report.makespan_s, 40.0 * 60.0);
+    assert_eq!(report.lower_bound_s, 40.0 * 60.0);
+}
+
+#[test]
+fn a_paired_back_end_waits_for_its_partner() {
+    let (_, report) = plan_of(
+        &PAIR.replace("expected_duration = \"15m\"", "expected_duration = \"5m\""),
+        Strategy::Baton,
+    );
+    // With short front ends the pair's back ends are the critical chain: pool02's back end
+    // waits for pool01's two, and the rollout meets the pair bound (12 + 12 + 10 minutes).
+    assert_eq!(
+        server(&report, "be03.contoso.com").waited_for.as_deref(),
+        Some("R4: be02 degrades paired pool pool01 until 00:24")
+    );
+    assert_eq!(report.makespan_s, 34.0 * 60.0);
+    assert_eq!(report.lower_bound_s, 34.0 * 60.0);
+}
+
+#[test]
+fn paired_pools_are_never_degraded_together() {
+    let (_, report) = plan_of(PAIR, Strategy::Baton);
+    let window = |fqdn: &str| {
+        let s = server(&report, fqdn);
+        (s.start_s.unwrap(), s.end_s.unwrap())
+    };
+    let be03 = window("be03.contoso.com");
+    for be in ["be01.contoso.com", "be02.contoso.com"] {
+        let other = window(be);
+        assert!(
+            other.1 <= be03.0 || be03.1 <= other.0,
+            "{be} {other:?} overlaps be03 {be03:?}"
+        );
+    }
+}
+
+#[test]
+fn fleet_and_site_caps_are_reasons_too() {
+    let (_, report) = plan_of(
+        r#"
+[fleet]
+name = "caps"
+max_parallel = 2
+[[site]]
+name = "emea"
+max_parallel = 1
+[[pool]]
+fqdn = "se01.contoso.com"
+site = "emea"
+edition = "standard"
+  [[pool.server]]
+  fqdn = "se01.contoso.com"
+  role = "standard"
+  expected_duration = "20m"
+[[pool]]
+fqdn = "se02.contoso.com"
+site = "emea"
+edition = "standard"
+  [[pool.server]]
+  fqdn = "se02.contoso.com"
+  role = "standard"
+  expected_duration = "20m"
+[[pool]]
+fqdn = "se03.contoso.com"
+edition = "standard"
+  [[pool.server]]
+  fqdn = "se03.contoso.com"
+  role = "standard"
+  expected_duration = "10m"
+[[pool]]
+fqdn = "se04.contoso.com"
+edition = "standard"
+  [[pool.server]]
+  fqdn = "se04.contoso.com"
+  role = "standard"
+  expected_duration = "10m"
+"#,
+        Strategy::Baton,
+    );
+    assert_eq!(
+        server(&report, "se02.contoso.com").waited_for.as_deref(),
+        Some("R5: site emea is at max_parallel = 1; se01 is down until 00:20")
+    );
+    assert_eq!(
+        server(&report, "se04.contoso.com").waited_for.as_deref(),
+        Some("R5: fleet is at max_parallel = 2; se03 is down until 00:10")
+    );
+    assert_eq!(report.makespan_s, 40.0 * 60.0);
+}
+
+#[test]
+fn batches_wait_for_their_slowest_server() {
+    let (_, report) = plan_of(
+        r#"
+[fleet]
+name = "batches"
+[[pool]]
+fqdn = "pool01.contoso.com"
+edition = "enterprise"
+max_unavailable = 4
+  [[pool.server]]
+  fqdn = "fe01.contoso.com"
+  role = "frontend"
+  expected_duration = "10m"
+  [[pool.server]]
+  fqdn = "fe02.contoso.com"
+  role = "frontend"
+  expected_duration = "20m"
+  [[pool.server]]
+  fqdn = "fe03.contoso.com"
+  role = "frontend"
+  expected_duration = "10m"
+"#,
+        Strategy::Batches(2),
+    );
+    assert_eq!(
+        server(&report, "fe03.contoso.com").start_s,
+        Some(20.0 * 60.0)
+    );
+    assert_eq!(
+        server(&report, "fe03.contoso.com").waited_for.as_deref(),
+        Some("batch: waits for batch 1; fe02 is down until 00:20")
+    );
+    assert_eq!(report.makespan_s, 30.0 * 60.0);
+}
+
+#[test]
+fn a_failed_back_end_quarantines_its_pool_and_keeps_its_pair_safe() {
+    let mut fleet = fleet(PAIR);
+    fleet.max_failures = 5;
+    let durations = workload(&fleet).expected;
+    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let id = |fqdn: &str| fleet.server_by_fqdn(fqdn).unwrap();
+    let (be03, fe01) = (id("be03.contoso.com"), id("fe01.contoso.com"));
+
+    assert_eq!(
+        starts(&scheduler.handle(0, Event::Begin).unwrap()),
+        vec![be03, fe01]
+    );
+    assert!(starts(&scheduler.handle(5 * MIN, Event::Failed(be03)).unwrap()).is_empty());
+    assert_eq!(
+        scheduler.handle(15 * MIN, Event::Succeeded(fe01)).unwrap(),
+        vec![Action::Finished]
+    );
+
+    let records = scheduler.records();
+    assert_eq!(records[be03].outcome, Some(Outcome::Failed));
+    for fqdn in ["fe02.contoso.com", "fe03.contoso.com"] {
+        let r = &records[id(fqdn)];
+        assert_eq!(r.outcome, Some(Outcome::Skipped), "{fqdn}");
+        assert_eq!(r.quarantined_by, Some((be03, 5 * MIN)));
+    }
+    // pool01's back ends must not go down while pool02's failed back end is still down.
+    for fqdn in ["be01.contoso.com", "be02.contoso.com"] {
+        let r = &records[id(fqdn)];
+        assert_eq!(r.outcome, Some(Outcome::NotStarted), "{fqdn}");
+        let blocker = r.waited_for.expect("a reason");
+        assert_eq!((blocker.holder, blocker.until), (be03, None), "{fqdn}");
+    }
+}
+
+#[test]
+fn past_max_failures_nothing_new_starts() {
+    let fleet = fleet(PAIR); // max_failures defaults to 0
+    let durations = workload(&fleet).expected;
+    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let id = |fqdn: &str| fleet.server_by_fqdn(fqdn).unwrap();
+    scheduler.handle(0, Event::Begin).unwrap();
+    assert!(
+        starts(
+            &scheduler
+                .handle(MIN, Event::Failed(id("fe01.contoso.com")))
+                .unwrap()
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        scheduler
+            .handle(10 * MIN, Event::Succeeded(id("be03.contoso.com")))
+            .unwrap(),
+        vec![Action::Finished]
+    );
+    let records = scheduler.records();
+    // pool01 is quarantined by its own failure; pool02's front ends are stopped by the limit.
+    assert_eq!(
+        records[id("be01.contoso.com")].outcome,
+        Some(Outcome::Skipped)
+    );
+    for fqdn in ["fe02.contoso.com", "fe03.contoso.com"] {
+        assert_eq!(
+            records[id(fqdn)].outcome,
+            Some(Outcome::NotStarted),
+            "{fqdn}"
+        );
+        assert!(records[id(fqdn)].stopped.is_some());
+    }
+}
+
+#[test]
+fn pause_holds_new_starts_until_resume() {
+    let fleet = fleet(PAIR);
+    let durations = workload(&fleet).expected;
+    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let id = |fqdn: &str| fleet.server_by_fqdn(fqdn).unwrap();
+    scheduler.handle(0, Event::Begin).unwrap();
+    scheduler.handle(MIN, Event::Pause).unwrap();
+    assert!(
+        scheduler
+            .handle(10 * MIN, Event::Succeeded(id("be03.contoso.com")))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!scheduler.is_finished());
+    assert_eq!(
+        starts(&scheduler.handle(11 * MIN, Event::Resume).unwrap()),
+        vec![id("fe02.contoso.com")]
+    );
+}
+
+#[test]
+fn abort_drains_running_servers_and_starts_nothing() {
+    let fleet = fleet(PAIR);
+    let durations = workload(&fleet).expected;
+    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let id = |fqdn: &str| fleet.server_by_fqdn(fqdn).unwrap();
+    scheduler.handle(0, Event::Begin).unwrap();
+    assert!(scheduler.handle(MIN, Event::Abort).unwrap().is_empty());
+    assert!(
+        scheduler
+            .handle(10 * MIN, Event::Succeeded(id("be03.contoso.com")))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        scheduler
+            .handle(15 * MIN, Event::Succeeded(id("fe01.contoso.com")))
+            .unwrap(),
+        vec![Action::Finished]
+    );
+    let records = scheduler.records();
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.outcome == Some(Outcome::Succeeded))
+            .count(),
+        2
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.outcome == Some(Outcome::NotStarted))
+            .count(),
+        4
+    );
+}
+
+#[test]
+fn wrong_events_are_refused_without_losing_state() {
+    let fleet = fleet(PAIR);
+    let durations = workload(&fleet).expected;
+    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let be02 = fleet.server_by_fqdn("be02.contoso.com").unwrap();
+    scheduler.handle(10, Event::Begin).unwrap();
+    assert!(matches!(
+        scheduler.handle(20, Event::Succeeded(be02)),
+        Err(SchedulerError::NotRunning(_))
+    ));
+    assert_eq!(
+        scheduler.handle(20, Event::Succeeded(99)),
+        Err(SchedulerError::UnknownServer(99))
+    );
+    assert_eq!(
+        scheduler.handle(5, Event::Pause),
+        Err(SchedulerError::TimeWentBackwards { now: 5, last: 20 })
+    );
+    assert_eq!(
+        scheduler
+            .records()
+            .iter()
+            .filter(|r| r.start.is_some())
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn simulated_failures_show_in_the_report() {
+    let mut fleet = fleet(PAIR);
+    fleet.max_failures = 10;
+    let durations = workload(&fleet).expected;
+    let run = simulate(
+        &fleet,
+        &durations,
+        &SimConfig {
+            failure_rate: 1.0,
+            ..SimConfig::plan(Strategy::Baton)
+        },
+    );
+    assert!(
+        run.records
+            .iter()
+            .all(|r| r.outcome != Some(Outcome::Succeeded))
+    );
+    assert!(
+        run.records
+            .iter()
+            .any(|r| r.outcome == Some(Outcome::Failed))
+    );
+}

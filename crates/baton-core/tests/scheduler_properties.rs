@@ -1,0 +1,158 @@
+//! Property tests over random SfB-like fleets: every simulated schedule obeys R1–R5 (checked
+//! by the independent auditor), the lower bound never exceeds the makespan, the outcome of
+//! every server is explained, and a seed reproduces its run exactly.
+
+use baton_core::audit::audit_schedule;
+use baton_core::bounds::lower_bound;
+use baton_core::fleet::Fleet;
+use baton_core::fleetgen::{FleetSpec, generate};
+use baton_core::rollout::simulate_rollout;
+use baton_core::scheduler::{Outcome, Strategy as Order};
+use baton_core::simulator::{SimConfig, simulate};
+use baton_core::workload::Workload;
+use proptest::prelude::*;
+
+fn fleet_spec() -> impl Strategy<Value = FleetSpec> {
+    (
+        1usize..40,
+        0usize..80,
+        0usize..4,
+        proptest::option::of(1u32..6),
+        proptest::option::of(1u32..12),
+        0.0f64..0.6,
+        0.0f64..0.9,
+        1u32..4,
+        any::<u64>(),
+    )
+        .prop_map(
+            |(
+                pools,
+                extra,
+                sites,
+                site_cap,
+                fleet_cap,
+                standard_share,
+                paired_share,
+                max_unavailable,
+                seed,
+            )| FleetSpec {
+                servers: pools + extra,
+                pools,
+                sites,
+                site_cap,
+                fleet_cap,
+                standard_share,
+                paired_share,
+                max_unavailable,
+                seed,
+            },
+        )
+}
+
+fn sim_config() -> impl Strategy<Value = SimConfig> {
+    (
+        prop_oneof![Just(Order::Baton), (1u32..8).prop_map(Order::Batches)],
+        any::<u64>(),
+        0.0f64..0.6,
+        prop_oneof![Just(0.0), 0.0f64..0.3],
+    )
+        .prop_map(|(strategy, seed, jitter, failure_rate)| SimConfig {
+            strategy,
+            seed,
+            jitter,
+            failure_rate,
+        })
+}
+
+fn fleet_with_failure_limit(spec: &FleetSpec, max_failures: u32) -> Fleet {
+    let mut fleet = generate(spec);
+    fleet.max_failures = max_failures;
+    fleet
+}
+
+fn expected(fleet: &Fleet) -> Vec<u64> {
+    fleet
+        .servers
+        .iter()
+        .map(|s| s.expected_duration.expect("generated fleets set durations"))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_schedule_obeys_r1_to_r5(spec in fleet_spec(), config in sim_config(), max_failures in 0u32..4) {
+        let fleet = fleet_with_failure_limit(&spec, max_failures);
+        let run = simulate(&fleet, &expected(&fleet), &config);
+        if let Err(violation) = audit_schedule(&fleet, &run.records) {
+            prop_assert!(false, "{violation}");
+        }
+    }
+
+    #[test]
+    fn lower_bound_never_exceeds_makespan(spec in fleet_spec(), config in sim_config(), max_failures in 0u32..4) {
+        let fleet = fleet_with_failure_limit(&spec, max_failures);
+        let run = simulate(&fleet, &expected(&fleet), &config);
+        let bound = lower_bound(&fleet, &run.executed_work());
+        prop_assert!(bound <= run.makespan, "bound {} > makespan {}", bound, run.makespan);
+    }
+
+    #[test]
+    fn same_seed_same_output(spec in fleet_spec(), config in sim_config()) {
+        let fleet = generate(&spec);
+        let workload = Workload { expected: expected(&fleet), steps: vec![Vec::new(); fleet.servers.len()] };
+        let first = simulate_rollout(&fleet, &workload, &config).expect("audited");
+        let second = simulate_rollout(&generate(&spec), &workload, &config).expect("audited");
+        prop_assert_eq!(&first.0, &second.0);
+        prop_assert_eq!(first.1, second.1);
+    }
+
+    #[test]
+    fn without_failures_every_server_succeeds(spec in fleet_spec(), mut config in sim_config()) {
+        config.failure_rate = 0.0;
+        let fleet = generate(&spec);
+        let run = simulate(&fleet, &expected(&fleet), &config);
+        for (server, record) in run.records.iter().enumerate() {
+            prop_assert_eq!(record.outcome, Some(Outcome::Succeeded), "server {}", &fleet.servers[server].fqdn);
+        }
+    }
+
+    #[test]
+    fn every_outcome_is_explained(spec in fleet_spec(), mut config in sim_config(), max_failures in 0u32..3) {
+        config.failure_rate = config.failure_rate.max(0.05);
+        let fleet = fleet_with_failure_limit(&spec, max_failures);
+        let run = simulate(&fleet, &expected(&fleet), &config);
+        let failures = run.records.iter().filter(|r| r.outcome == Some(Outcome::Failed)).count() as u32;
+        for (server, record) in run.records.iter().enumerate() {
+            let pool = fleet.servers[server].pool;
+            match record.outcome {
+                Some(Outcome::Skipped) => {
+                    let (failed, _) = record.quarantined_by.expect("skipped names the failure");
+                    prop_assert_eq!(fleet.servers[failed].pool, pool);
+                    prop_assert_eq!(run.records[failed].outcome, Some(Outcome::Failed));
+                }
+                Some(Outcome::NotStarted) => {
+                    // Only the failure limit, or a rule held by a failed server, stops a server.
+                    let held_by_failure = record
+                        .waited_for
+                        .is_some_and(|b| run.records[b.holder].outcome == Some(Outcome::Failed) || b.until.is_none());
+                    prop_assert!(failures > max_failures || held_by_failure, "server {} not started without cause", server);
+                }
+                Some(Outcome::Succeeded | Outcome::Failed) => {
+                    prop_assert!(record.start.is_some() && record.end.is_some());
+                }
+                None => prop_assert!(false, "server {} has no outcome", server),
+            }
+        }
+    }
+
+    #[test]
+    fn plan_equals_a_simulation_without_jitter(spec in fleet_spec(), seed in any::<u64>()) {
+        let fleet = generate(&spec);
+        let durations = expected(&fleet);
+        let plan = simulate(&fleet, &durations, &SimConfig::plan(Order::Baton));
+        let sim = simulate(&fleet, &durations, &SimConfig { seed, ..SimConfig::plan(Order::Baton) });
+        prop_assert_eq!(plan.records, sim.records);
+    }
+}
