@@ -17,6 +17,8 @@ pub fn load_fleet(file: &str, text: &str) -> Result<Fleet, InputError> {
     FleetBuilder { src }.build(raw)
 }
 
+const NO_CAP: &str = "leave it out for no cap";
+
 struct FleetBuilder<'a> {
     src: Source<'a>,
 }
@@ -33,7 +35,12 @@ impl FleetBuilder<'_> {
                 .value(name.get_ref())
                 .message("must be a non-empty name of letters, digits, '-', '_' or '.'"));
         }
-        let max_parallel = self.cap(header.max_parallel.as_ref(), "fleet.max_parallel", None)?;
+        let max_parallel = self.cap(
+            header.max_parallel.as_ref(),
+            "fleet.max_parallel",
+            None,
+            NO_CAP,
+        )?;
         let max_failures = match &header.max_failures {
             None => 0,
             Some(v) => u32::try_from(*v.get_ref()).map_err(|_| {
@@ -68,6 +75,7 @@ impl FleetBuilder<'_> {
                 site.max_parallel.as_ref(),
                 "site.max_parallel",
                 Some(&owner),
+                NO_CAP,
             )?;
             sites.push(Site {
                 name: site_name.clone(),
@@ -102,9 +110,10 @@ impl FleetBuilder<'_> {
             for raw_server in &raw_pool.get_ref().server {
                 let server = self.server(raw_server, pool_id, &pool)?;
                 let key = server.fqdn.to_ascii_lowercase();
-                let line = server.line.unwrap_or(0);
+                let fqdn = &raw_server.get_ref().fqdn;
+                // The line of the first `fqdn = ...`, the same kind of line this error points at.
+                let line = src.line_of(fqdn.span().start);
                 if let Some(first) = server_lines.insert(key, line) {
-                    let fqdn = &raw_server.get_ref().fqdn;
                     return Err(src
                         .error(Some(fqdn.span().start), "pool.server.fqdn")
                         .value(fqdn.get_ref())
@@ -132,12 +141,14 @@ impl FleetBuilder<'_> {
         })
     }
 
-    /// A `max_parallel`-like cap: absent, or a whole number of at least one.
+    /// A `max_parallel`-like cap: absent, or a whole number of at least one. `if_absent`
+    /// tells the user what leaving it out means, which differs between caps.
     fn cap(
         &self,
         value: Option<&Spanned<i64>>,
         field: &str,
         owner: Option<&str>,
+        if_absent: &str,
     ) -> Result<Option<u32>, InputError> {
         let Some(value) = value else { return Ok(None) };
         match u32::try_from(*value.get_ref()) {
@@ -151,7 +162,7 @@ impl FleetBuilder<'_> {
                     Some(owner) => err.owner(owner),
                     None => err,
                 };
-                Err(err.message("must be at least 1 (leave it out for no cap)"))
+                Err(err.message(format!("must be at least 1 ({if_absent})")))
             }
         }
     }
@@ -247,6 +258,7 @@ impl FleetBuilder<'_> {
                 raw.max_unavailable.as_ref(),
                 "pool.max_unavailable",
                 Some(&owner),
+                "leave it out for the default, 1",
             )?
             .unwrap_or(1);
         Ok(Pool {

@@ -168,13 +168,18 @@ fn load_step(
     let variants = match (&raw.run, raw.variant.is_empty()) {
         (Some(run), true) => vec![Variant {
             name: None,
-            when: condition(src, raw.when.as_ref(), &owner)?,
+            when: condition(
+                src,
+                raw.when.as_ref().map(Spanned::get_ref),
+                "step.when",
+                &owner,
+            )?,
             run: template(run, "step.run")?,
         }],
         (None, false) => {
-            if raw.when.is_some() {
+            if let Some(when) = &raw.when {
                 return Err(src
-                    .error(Some(raw_step.span().start), "step.when")
+                    .error(Some(when.span().start), "step.when")
                     .owner(&owner)
                     .message(
                         "put `when` on each [[step.variant]], not on a step that has variants",
@@ -186,7 +191,7 @@ fn load_step(
                     let v = v.get_ref();
                     Ok(Variant {
                         name: v.name.clone(),
-                        when: condition(src, v.when.as_ref(), &owner)?,
+                        when: condition(src, v.when.as_ref(), "step.variant.when", &owner)?,
                         run: template(&v.run, "step.variant.run")?,
                     })
                 })
@@ -214,9 +219,11 @@ fn load_step(
     })
 }
 
+/// `field` is where the condition sits (`step.when` or `step.variant.when`).
 fn condition(
     src: &Source<'_>,
     raw: Option<&RawCondition>,
+    field: &str,
     owner: &str,
 ) -> Result<Condition, InputError> {
     let Some(raw) = raw else {
@@ -231,7 +238,7 @@ fn condition(
                 .into_iter()
                 .map(|name| {
                     Role::parse(name).ok_or_else(|| {
-                        src.error(Some(roles.span().start), "when.role")
+                        src.error(Some(roles.span().start), format!("{field}.role"))
                             .owner(owner)
                             .value(name)
                             .message(format!("unknown role; expected one of {}", role_list()))
@@ -247,7 +254,7 @@ fn condition(
             "standard" => Edition::Standard,
             other => {
                 return Err(src
-                    .error(Some(e.span().start), "when.edition")
+                    .error(Some(e.span().start), format!("{field}.edition"))
                     .owner(owner)
                     .value(other)
                     .message("unknown edition; expected \"enterprise\" or \"standard\""));

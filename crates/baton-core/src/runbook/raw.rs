@@ -38,7 +38,8 @@ pub struct RawStep {
     pub id: Spanned<String>,
     pub timeout: Spanned<String>,
     pub retries: Option<Spanned<i64>>,
-    pub when: Option<RawCondition>,
+    /// Spanned so that `when` misplaced on a step with variants can be pointed at.
+    pub when: Option<Spanned<RawCondition>>,
     pub run: Option<Spanned<String>>,
     #[serde(default)]
     pub variant: Vec<Spanned<RawVariant>>,
@@ -61,7 +62,7 @@ pub struct RawCondition {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a role name or an array of role names")]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),

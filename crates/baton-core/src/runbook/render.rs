@@ -50,14 +50,16 @@ impl Runbook {
             };
             if !self.params.iter().any(|p| &p.name == name) {
                 let known: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
-                return Err(InputError {
-                    message: format!(
+                let message = if known.is_empty() {
+                    format!("runbook {} declares no parameters", self.name)
+                } else {
+                    format!(
                         "runbook {} has no such parameter; it has: {}",
                         self.name,
                         known.join(", ")
-                    ),
-                    ..error()
-                });
+                    )
+                };
+                return Err(InputError { message, ..error() });
             }
             if value.chars().any(char::is_control) {
                 return Err(InputError {
