@@ -261,19 +261,16 @@ impl Scheduler {
         }
     }
 
-    /// List scheduling: walk pools from the longest remaining critical chain down, and start
-    /// whatever the rules allow. Each pool prefers its back end first when free, so a paired
-    /// partner can patch its other servers meanwhile.
+    /// List scheduling: walk pools in priority order (see `priority`) and start whatever the
+    /// rules allow. Each pool prefers its back end first when free, so a paired partner can
+    /// patch its other servers meanwhile.
     fn dispatch_by_priority(&mut self, now: Millis, actions: &mut Vec<Action>) {
         let round = self.records.next_round();
         if let Err(blocker) = self.occupancy.fleet_has_room() {
             self.records.fleet_full(round, blocker);
             return;
         }
-        let mut touched = Vec::new();
-        let order: Vec<PoolId> = self.queue.in_priority_order().collect();
-        'pools: for pool in order {
-            let mut started_here = false;
+        for pool in self.queue.dispatch_order() {
             loop {
                 let candidate = [self.queue.next_backend(pool), self.queue.next_other(pool)]
                     .into_iter()
@@ -282,21 +279,13 @@ impl Scheduler {
                 let Some(server) = candidate else { break };
                 self.queue.take(pool, server);
                 self.start(now, server, actions);
-                started_here = true;
                 if let Err(blocker) = self.occupancy.fleet_has_room() {
                     self.note_pool_blockers(round, pool);
                     self.records.fleet_full(round, blocker);
-                    touched.push(pool);
-                    break 'pools;
+                    return;
                 }
             }
             self.note_pool_blockers(round, pool);
-            if started_here {
-                touched.push(pool);
-            }
-        }
-        for pool in touched {
-            self.queue.reprioritize(pool);
         }
     }
 
