@@ -809,6 +809,27 @@ fn param_with_control_characters() {
 }
 
 #[test]
+fn param_with_a_quote_cannot_escape_its_quoting() {
+    let runbook = load(WITH_PARAMS).expect("valid");
+    for value in [
+        "x'; Remove-Item C:\\ -Recurse; '",
+        "x\u{2019}; calc",
+        "a\"b",
+        "a`b",
+    ] {
+        let err = runbook
+            .resolve_params(&pairs(&[("channel", value)]), "--param")
+            .unwrap_err();
+        assert_eq!(err.field, "params.channel");
+        assert!(
+            err.message.contains("quote characters"),
+            "{value}: {}",
+            err.message
+        );
+    }
+}
+
+#[test]
 fn missing_required_param() {
     let runbook = load(WITH_PARAMS).expect("valid");
     let err = runbook.resolve_params(&[], "--param").unwrap_err();

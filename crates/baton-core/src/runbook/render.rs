@@ -6,6 +6,12 @@ use crate::fleet::{Fleet, ServerId};
 use crate::time::Millis;
 use std::collections::BTreeMap;
 
+/// Characters that open or close a string in PowerShell or sh (PowerShell also honours the
+/// typographic quotes).
+const QUOTES: [char; 9] = [
+    '\'', '"', '`', '\u{2018}', '\u{2019}', '\u{201A}', '\u{201B}', '\u{201C}', '\u{201D}',
+];
+
 /// Parameter values for a rollout: the runbook's defaults overridden by the operator's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params(BTreeMap<String, String>);
@@ -65,6 +71,16 @@ impl Runbook {
                 return Err(InputError {
                     message: "control characters (such as newlines) are not allowed in a parameter"
                         .into(),
+                    ..error()
+                });
+            }
+            // Runbooks quote parameters in their commands; a value that carries a quote could
+            // close that quoting and append a command of its own.
+            if let Some(quote) = value.chars().find(|c| QUOTES.contains(c)) {
+                return Err(InputError {
+                    message: format!(
+                        "quote characters ({quote}) are not allowed in a parameter: runbooks put values inside quotes"
+                    ),
                     ..error()
                 });
             }
