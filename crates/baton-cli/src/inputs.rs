@@ -20,6 +20,9 @@ pub fn load(
     runbook_path: Option<&Path>,
     params: &[(String, String)],
 ) -> Result<Loaded> {
+    if runbook_path.is_none() && !params.is_empty() {
+        anyhow::bail!("--param needs --runbook: parameters fill the runbook's commands");
+    }
     let fleet = Fleet::from_toml(&fleet_path.display().to_string(), &read(fleet_path)?)?;
     let runbook = runbook_path
         .map(|path| {
@@ -27,9 +30,6 @@ pub fn load(
                 .map_err(anyhow::Error::from)
         })
         .transpose()?;
-    if runbook.is_none() && !params.is_empty() {
-        anyhow::bail!("--param needs --runbook: parameters fill the runbook's commands");
-    }
     let resolved = runbook
         .as_ref()
         .map(|r| r.resolve_params(params, "--param"))

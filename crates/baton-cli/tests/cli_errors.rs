@@ -164,7 +164,7 @@ outage_budget = "10m"
     let out = baton(&["plan", path_arg(&fleet)]);
     assert_input_error(
         &out,
-        &format!("error: {}:10: server \"be01.lab.test\"", fleet.display()),
+        &format!("error: {}:13: server \"be01.lab.test\"", fleet.display()),
         "outage of 12m does not fit inside the pool's outage_budget of 10m",
     );
 }
@@ -270,4 +270,34 @@ fn plan_example_as_json() {
         Some(29),
         "every server of the example"
     );
+}
+
+#[test]
+fn same_seed_same_simulation() {
+    let fleet = repo_file("examples/contoso.toml");
+    let runbook = repo_file("runbooks/sfb-server-update.toml");
+    let args = [
+        "simulate",
+        path_arg(&fleet),
+        "--runbook",
+        path_arg(&runbook),
+        "--seed",
+        "42",
+        "--jitter",
+        "0.3",
+        "--failure-rate",
+        "0.1",
+        "--format",
+        "json",
+    ];
+    let first = baton(&args);
+    let second = baton(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(first.stdout, second.stdout);
+    let other_seed = baton(&[&args[..5], &["43"], &args[6..]].concat());
+    assert_ne!(first.stdout, other_seed.stdout, "the seed drives the draws");
 }

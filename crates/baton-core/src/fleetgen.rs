@@ -131,6 +131,7 @@ pub fn generate(spec: &FleetSpec) -> Fleet {
                 collocated_databases: role == Role::Backend && collocated,
                 expected_duration: Some(duration),
                 line: None,
+                duration_line: None,
             });
         }
         pools.push(Pool {

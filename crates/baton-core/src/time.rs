@@ -6,6 +6,10 @@ use std::time::Duration;
 /// Milliseconds since the rollout started (or a span of them).
 pub type Millis = u64;
 
+/// The longest duration Baton accepts: far beyond any update step, and small enough that sums
+/// over any fleet stay exact.
+pub const MAX_DURATION: Millis = 30 * 24 * 3_600_000;
+
 /// Parses a humantime duration ("90s", "12m", "1h30m") into milliseconds; zero is refused
 /// because every duration Baton reads (budgets, timeouts, expected durations) must be positive.
 pub fn parse_positive_duration(text: &str) -> Result<Millis, String> {
@@ -16,6 +20,9 @@ pub fn parse_positive_duration(text: &str) -> Result<Millis, String> {
         u64::try_from(parsed.as_millis()).map_err(|_| "duration is too long".to_string())?;
     if millis == 0 {
         return Err("must be longer than zero".to_string());
+    }
+    if millis > MAX_DURATION {
+        return Err("must be at most 30 days".to_string());
     }
     Ok(millis)
 }
@@ -66,6 +73,11 @@ mod tests {
                 .contains("not a duration")
         );
         assert!(parse_positive_duration("").is_err());
+        assert!(
+            parse_positive_duration("31days")
+                .unwrap_err()
+                .contains("at most 30 days")
+        );
     }
 
     #[test]

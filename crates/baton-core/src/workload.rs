@@ -80,7 +80,11 @@ fn check_outage_budget(
     }
     Err(InputError {
         file: fleet.file.clone(),
-        line: server.line,
+        line: if from_runbook {
+            server.line
+        } else {
+            server.duration_line.or(server.line)
+        },
         owner: Some(format!(
             "server {:?} ({}, pool {})",
             server.fqdn, server.role, pool.fqdn

@@ -830,6 +830,22 @@ fn param_with_a_quote_cannot_escape_its_quoting() {
 }
 
 #[test]
+fn param_given_twice() {
+    let runbook = load(WITH_PARAMS).expect("valid");
+    let err = runbook
+        .resolve_params(&pairs(&[("channel", "a"), ("channel", "b")]), "--param")
+        .unwrap_err();
+    check(
+        &err,
+        "--param",
+        None,
+        "params.channel",
+        Some("\"b\""),
+        "given twice",
+    );
+}
+
+#[test]
 fn missing_required_param() {
     let runbook = load(WITH_PARAMS).expect("valid");
     let err = runbook.resolve_params(&[], "--param").unwrap_err();
@@ -956,7 +972,7 @@ fn r6_backend_longer_than_outage_budget() {
     check(
         &err,
         FLEET_FILE,
-        Some(10),
+        Some(13),
         "pool.server.expected_duration",
         Some("\"12m\""),
         "R6: a back-end outage of 12m does not fit inside the pool's outage_budget of 10m",
@@ -973,7 +989,7 @@ fn r6_backend_equal_to_outage_budget() {
     check(
         &err,
         FLEET_FILE,
-        Some(10),
+        Some(13),
         "pool.server.expected_duration",
         Some("\"10m\""),
         "outage of 10m does not fit inside the pool's outage_budget of 10m",

@@ -325,6 +325,10 @@ impl FleetBuilder<'_> {
             collocated_databases,
             expected_duration,
             line: Some(src.line_of(raw_server.span().start)),
+            duration_line: raw
+                .expected_duration
+                .as_ref()
+                .map(|d| src.line_of(d.span().start)),
         })
     }
 

@@ -59,6 +59,8 @@ pub struct Server {
     pub expected_duration: Option<Millis>,
     /// Line of the server's `[[pool.server]]` header, for later errors.
     pub line: Option<u32>,
+    /// Line of its `expected_duration`, for R6 errors about it.
+    pub duration_line: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -84,6 +84,12 @@ impl Runbook {
                     ..error()
                 });
             }
+            if values.contains_key(name) {
+                return Err(InputError {
+                    message: "given twice; pass each parameter once".into(),
+                    ..error()
+                });
+            }
             values.insert(name.clone(), value.clone());
         }
         for param in &self.params {
