@@ -364,6 +364,31 @@ fn abort_drains_running_servers_and_starts_nothing() {
 }
 
 #[test]
+fn abort_ends_a_paused_rollout() {
+    let fleet = fleet(PAIR);
+    let durations = workload(&fleet).expected;
+    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let id = |fqdn: &str| fleet.server_by_fqdn(fqdn).unwrap();
+    scheduler.handle(0, Event::Begin).unwrap();
+    scheduler.handle(MIN, Event::Pause).unwrap();
+    scheduler
+        .handle(10 * MIN, Event::Succeeded(id("be03.contoso.com")))
+        .unwrap();
+    scheduler
+        .handle(15 * MIN, Event::Succeeded(id("fe01.contoso.com")))
+        .unwrap();
+    assert!(
+        !scheduler.is_finished(),
+        "paused and idle: waits for Resume"
+    );
+    assert_eq!(
+        scheduler.handle(16 * MIN, Event::Abort).unwrap(),
+        vec![Action::Finished]
+    );
+    assert!(scheduler.is_finished());
+}
+
+#[test]
 fn wrong_events_are_refused_without_losing_state() {
     let fleet = fleet(PAIR);
     let durations = workload(&fleet).expected;

@@ -2,8 +2,8 @@
 
 use super::raw::{RawFleetFile, RawPool, RawServer};
 use super::{
-    DEFAULT_OUTAGE_BUDGET, Edition, Fleet, Pool, PoolId, Role, Server, Site, is_valid_fqdn,
-    is_valid_name,
+    DEFAULT_OUTAGE_BUDGET, Edition, FQDN_SYNTAX, Fleet, NAME_SYNTAX, Pool, PoolId, Role, Server,
+    Site, is_valid_fqdn, is_valid_name,
 };
 use crate::error::{InputError, Source};
 use crate::time::{Millis, parse_positive_duration};
@@ -33,7 +33,7 @@ impl FleetBuilder<'_> {
             return Err(src
                 .error(Some(name.span().start), "fleet.name")
                 .value(name.get_ref())
-                .message("must be a non-empty name of letters, digits, '-', '_' or '.'"));
+                .message(NAME_SYNTAX));
         }
         let max_parallel = self.cap(
             header.max_parallel.as_ref(),
@@ -59,7 +59,7 @@ impl FleetBuilder<'_> {
                 return Err(src
                     .error(Some(site.name.span().start), "site.name")
                     .value(site_name)
-                    .message("must be a non-empty name of letters, digits, '-', '_' or '.'"));
+                    .message(NAME_SYNTAX));
             }
             if site_ids
                 .insert(site_name.to_ascii_lowercase(), sites.len())
@@ -195,7 +195,7 @@ impl FleetBuilder<'_> {
             return Err(src
                 .error(Some(raw.fqdn.span().start), "pool.fqdn")
                 .value(fqdn)
-                .message("not a valid FQDN (letters, digits and '-' in dot-separated labels)"));
+                .message(FQDN_SYNTAX));
         }
         let owner = format!("pool {fqdn:?}");
         let site = match &raw.site {
@@ -216,17 +216,12 @@ impl FleetBuilder<'_> {
                     })?,
             ),
         };
-        let edition = match raw.edition.get_ref().as_str() {
-            "enterprise" => Edition::Enterprise,
-            "standard" => Edition::Standard,
-            other => {
-                return Err(src
-                    .error(Some(raw.edition.span().start), "pool.edition")
-                    .owner(&owner)
-                    .value(other)
-                    .message("unknown edition; expected \"enterprise\" or \"standard\""));
-            }
-        };
+        let edition = Edition::parse(raw.edition.get_ref()).ok_or_else(|| {
+            src.error(Some(raw.edition.span().start), "pool.edition")
+                .owner(&owner)
+                .value(raw.edition.get_ref())
+                .message(Edition::EXPECTED)
+        })?;
         let sql_server = match &raw.sql_server {
             None => None,
             Some(sql) if !is_valid_fqdn(sql.get_ref()) => {
@@ -234,9 +229,7 @@ impl FleetBuilder<'_> {
                     .error(Some(sql.span().start), "pool.sql_server")
                     .owner(&owner)
                     .value(sql.get_ref())
-                    .message(
-                        "not a valid FQDN (letters, digits and '-' in dot-separated labels)",
-                    ));
+                    .message(FQDN_SYNTAX));
             }
             Some(sql) if edition == Edition::Standard => {
                 return Err(src
@@ -287,7 +280,7 @@ impl FleetBuilder<'_> {
                 .error(Some(raw.fqdn.span().start), "pool.server.fqdn")
                 .owner(format!("pool {:?}", pool.fqdn))
                 .value(fqdn)
-                .message("not a valid FQDN (letters, digits and '-' in dot-separated labels)"));
+                .message(FQDN_SYNTAX));
         }
         let owner = format!("server {fqdn:?}");
         let role = Role::parse(raw.role.get_ref()).ok_or_else(|| {

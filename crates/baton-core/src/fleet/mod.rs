@@ -5,7 +5,7 @@ mod names;
 mod raw;
 
 pub use load::load_fleet;
-pub use names::{is_valid_fqdn, is_valid_name};
+pub use names::{FQDN_SYNTAX, NAME_SYNTAX, is_valid_fqdn, is_valid_name};
 
 use crate::time::Millis;
 use serde::Serialize;
@@ -120,6 +120,15 @@ impl fmt::Display for Role {
 }
 
 impl Edition {
+    /// The error message for a value `parse` refuses.
+    pub const EXPECTED: &'static str = "unknown edition; expected \"enterprise\" or \"standard\"";
+
+    pub fn parse(text: &str) -> Option<Edition> {
+        [Edition::Enterprise, Edition::Standard]
+            .into_iter()
+            .find(|e| e.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Edition::Enterprise => "enterprise",

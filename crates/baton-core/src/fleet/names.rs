@@ -1,6 +1,12 @@
 //! Syntax of the names users write. Strict on purpose: FQDNs end up inside runbook commands,
 //! so anything outside hostname syntax is refused before it can reach a shell.
 
+/// What a valid FQDN looks like, for error messages.
+pub const FQDN_SYNTAX: &str = "not a valid FQDN (letters, digits and '-' in dot-separated labels)";
+
+/// What a valid name looks like, for error messages.
+pub const NAME_SYNTAX: &str = "must be a non-empty name of letters, digits, '-', '_' or '.'";
+
 /// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
 pub fn is_valid_fqdn(text: &str) -> bool {
     !text.is_empty()

@@ -3,7 +3,7 @@
 use super::raw::{RawCondition, RawRunbookFile, RawStep};
 use super::{Condition, Param, Runbook, Shell, Step, Template, Var, Variant};
 use crate::error::{InputError, Source};
-use crate::fleet::{Edition, Role};
+use crate::fleet::{Edition, NAME_SYNTAX, Role};
 use crate::time::parse_positive_duration;
 use std::collections::{BTreeMap, HashSet};
 use toml::Spanned;
@@ -18,7 +18,7 @@ pub fn load_runbook(file: &str, text: &str) -> Result<Runbook, InputError> {
         return Err(src
             .error(Some(header.name.span().start), "runbook.name")
             .value(name)
-            .message("must be a non-empty name of letters, digits, '-', '_' or '.'"));
+            .message(NAME_SYNTAX));
     }
     let shell = match header.shell.get_ref().as_str() {
         "powershell" => Shell::PowerShell,
@@ -249,17 +249,12 @@ fn condition(
     };
     let edition = match &raw.edition {
         None => None,
-        Some(e) => Some(match e.get_ref().as_str() {
-            "enterprise" => Edition::Enterprise,
-            "standard" => Edition::Standard,
-            other => {
-                return Err(src
-                    .error(Some(e.span().start), format!("{field}.edition"))
-                    .owner(owner)
-                    .value(other)
-                    .message("unknown edition; expected \"enterprise\" or \"standard\""));
-            }
-        }),
+        Some(e) => Some(Edition::parse(e.get_ref()).ok_or_else(|| {
+            src.error(Some(e.span().start), format!("{field}.edition"))
+                .owner(owner)
+                .value(e.get_ref())
+                .message(Edition::EXPECTED)
+        })?),
     };
     Ok(Condition {
         roles,

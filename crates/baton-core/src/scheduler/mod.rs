@@ -189,7 +189,8 @@ impl Scheduler {
             self.records.give_up_pending(reason);
             self.gave_up = true;
         }
-        if self.running == 0 && actions.is_empty() && !self.paused {
+        // A pause keeps an idle rollout open for `Resume`; an abort or the failure limit does not.
+        if self.running == 0 && actions.is_empty() && (!self.paused || self.stop.is_some()) {
             self.records.give_up_pending(StopReason::Stuck);
             self.finished = true;
             actions.push(Action::Finished);
