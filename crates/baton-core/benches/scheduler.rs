@@ -6,9 +6,12 @@
 
 use baton_core::bounds::lower_bound;
 use baton_core::fleet::Fleet;
-use baton_core::fleetgen::{FleetSpec, generate};
+use baton_core::fleetgen::{FleetSpec, generate, to_toml};
+use baton_core::rollout::plan;
+use baton_core::runbook::Runbook;
 use baton_core::scheduler::Strategy;
 use baton_core::simulator::{SimConfig, simulate};
+use baton_core::workload::build_workload;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -73,6 +76,53 @@ fn speed() -> Duration {
     }
     println!();
     slowest
+}
+
+/// What `baton plan --runbook runbooks/sfb-server-update.toml` does on a 10,000-server fleet
+/// file, stage by stage (printing aside).
+fn end_to_end() -> Duration {
+    println!("## End to end: `baton plan` on a 10,000-server fleet file, SfB runbook\n");
+    let text = to_toml(&generate(&FleetSpec::large(1)));
+    let runbook_text = include_str!("../../../runbooks/sfb-server-update.toml");
+    let mut best = [Duration::MAX; 4];
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let fleet =
+            baton_core::Fleet::from_toml("large.toml", &text).expect("generated fleets load");
+        let t1 = Instant::now();
+        let runbook = Runbook::from_toml("sfb-server-update.toml", runbook_text)
+            .expect("shipped runbook loads");
+        let params = runbook.resolve_params(&[], "--param").expect("defaults");
+        let workload = build_workload(&fleet, Some((&runbook, &params))).expect("renders");
+        let t2 = Instant::now();
+        let report = plan(&fleet, &workload, Strategy::Baton).expect("audited");
+        let t3 = Instant::now();
+        let json = serde_json::to_string(&report).expect("serializes");
+        let t4 = Instant::now();
+        assert!(json.len() > text.len());
+        for (slot, (from, to)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)]
+            .into_iter()
+            .enumerate()
+        {
+            best[slot] = best[slot].min(to - from);
+        }
+    }
+    println!("| stage | time |\n|---|---|");
+    let stages = [
+        "read and validate the fleet file",
+        "render the runbook for every server",
+        "plan: schedule, audit, bound, report",
+        "JSON",
+    ];
+    for (stage, time) in stages.iter().zip(best) {
+        println!("| {stage} | {:.0} ms |", time.as_secs_f64() * 1000.0);
+    }
+    let total: Duration = best.iter().sum();
+    println!(
+        "| **total** | **{:.0} ms** |\n",
+        total.as_secs_f64() * 1000.0
+    );
+    total
 }
 
 struct Scenario {
@@ -197,6 +247,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let slowest = speed();
+    end_to_end();
     let worst = quality();
     let speed_ok = slowest < Duration::from_secs(2);
     let quality_ok = worst <= 1.02;

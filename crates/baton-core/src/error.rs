@@ -39,25 +39,34 @@ impl fmt::Display for InputError {
 }
 
 /// The text of an input file, kept to turn byte offsets into line numbers for errors.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Source<'a> {
     pub file: &'a str,
     pub text: &'a str,
+    /// Byte offset of every newline, so a line lookup is a binary search: the loader asks for
+    /// one per server, and a scan from the top each time would be quadratic in the file size.
+    newlines: Vec<usize>,
 }
 
 impl<'a> Source<'a> {
     pub fn new(file: &'a str, text: &'a str) -> Self {
-        Self { file, text }
+        let newlines = text
+            .bytes()
+            .enumerate()
+            .filter(|&(_, b)| b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
+        Self {
+            file,
+            text,
+            newlines,
+        }
     }
 
     /// 1-based line of a byte offset.
     pub fn line_of(&self, offset: usize) -> u32 {
-        let end = offset.min(self.text.len());
-        let newlines = self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        u32::try_from(newlines + 1).unwrap_or(u32::MAX)
+        let newlines_before = self.newlines.partition_point(|&at| at < offset);
+        u32::try_from(newlines_before + 1).unwrap_or(u32::MAX)
     }
 
     /// Starts an error about `field` located at byte `offset` (if known).

@@ -168,3 +168,55 @@ pub fn generate(spec: &FleetSpec) -> Fleet {
         servers,
     }
 }
+
+/// Writes a fleet as a fleet file (the format of docs/fleet.md), so generated fleets can be
+/// fed to `baton` and the loader can be measured and checked on them.
+pub fn to_toml(fleet: &Fleet) -> String {
+    use crate::time::human;
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "[fleet]\nname = \"{}\"", fleet.name);
+    if let Some(cap) = fleet.max_parallel {
+        let _ = writeln!(out, "max_parallel = {cap}");
+    }
+    let _ = writeln!(out, "max_failures = {}", fleet.max_failures);
+    for site in &fleet.sites {
+        let _ = writeln!(out, "\n[[site]]\nname = \"{}\"", site.name);
+        if let Some(cap) = site.max_parallel {
+            let _ = writeln!(out, "max_parallel = {cap}");
+        }
+    }
+    for pool in &fleet.pools {
+        let _ = writeln!(
+            out,
+            "\n[[pool]]\nfqdn = \"{}\"\nedition = \"{}\"",
+            pool.fqdn, pool.edition
+        );
+        if let Some(site) = pool.site {
+            let _ = writeln!(out, "site = \"{}\"", fleet.sites[site].name);
+        }
+        if let Some(sql) = &pool.sql_server {
+            let _ = writeln!(out, "sql_server = \"{sql}\"");
+        }
+        if let Some(partner) = pool.paired_with {
+            let _ = writeln!(out, "paired_with = \"{}\"", fleet.pools[partner].fqdn);
+        }
+        let _ = writeln!(out, "outage_budget = \"{}\"", human(pool.outage_budget));
+        let _ = writeln!(out, "max_unavailable = {}", pool.max_unavailable);
+        for &id in &pool.servers {
+            let server = &fleet.servers[id];
+            let _ = writeln!(
+                out,
+                "\n  [[pool.server]]\n  fqdn = \"{}\"\n  role = \"{}\"",
+                server.fqdn, server.role
+            );
+            if server.collocated_databases {
+                let _ = writeln!(out, "  collocated_databases = true");
+            }
+            if let Some(duration) = server.expected_duration {
+                let _ = writeln!(out, "  expected_duration = \"{}\"", human(duration));
+            }
+        }
+    }
+    out
+}

@@ -5,7 +5,7 @@
 use baton_core::audit::audit_schedule;
 use baton_core::bounds::lower_bound;
 use baton_core::fleet::Fleet;
-use baton_core::fleetgen::{FleetSpec, generate};
+use baton_core::fleetgen::{FleetSpec, generate, to_toml};
 use baton_core::rollout::simulate_rollout;
 use baton_core::scheduler::{Outcome, Strategy as Order};
 use baton_core::simulator::{SimConfig, simulate};
@@ -154,5 +154,20 @@ proptest! {
         let plan = simulate(&fleet, &durations, &SimConfig::plan(Order::Baton));
         let sim = simulate(&fleet, &durations, &SimConfig { seed, ..SimConfig::plan(Order::Baton) });
         prop_assert_eq!(plan.records, sim.records);
+    }
+
+    #[test]
+    fn generated_fleets_survive_a_trip_through_the_file_format(spec in fleet_spec(), max_failures in 0u32..4) {
+        let fleet = fleet_with_failure_limit(&spec, max_failures);
+        let text = to_toml(&fleet);
+        let mut loaded = match Fleet::from_toml("generated.toml", &text) {
+            Ok(loaded) => loaded,
+            Err(err) => return Err(TestCaseError::fail(format!("{err}\n{text}"))),
+        };
+        loaded.file.clone_from(&fleet.file);
+        for server in &mut loaded.servers {
+            (server.line, server.duration_line) = (None, None);
+        }
+        prop_assert_eq!(loaded, fleet);
     }
 }
