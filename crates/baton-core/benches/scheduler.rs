@@ -150,6 +150,14 @@ fn scenarios() -> Vec<Scenario> {
             target: true,
         },
         Scenario {
+            name: "10k servers, fleet cap 250, 8 sites cap 40, every pool backends_last (R7)",
+            spec: |seed| FleetSpec {
+                backends_last_share: 1.0,
+                ..FleetSpec::large(seed)
+            },
+            target: true,
+        },
+        Scenario {
             name: "10k servers, no caps",
             spec: |seed| FleetSpec {
                 fleet_cap: None,

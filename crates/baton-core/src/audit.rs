@@ -15,10 +15,46 @@ pub struct Violation {
     pub detail: String,
 }
 
-/// Checks that at every instant of the schedule R1–R5 hold. Intervals are half-open: a server
+/// Checks that at every instant of the schedule R1–R5 hold, and R7 for pools that ask for it. Intervals are half-open: a server
 /// ending at `t` and one starting at `t` never overlap. A failed (or still running) server is
 /// counted as down forever.
 pub fn audit_schedule(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Violation> {
+    audit_instants(fleet, records)?;
+    audit_backends_last(fleet, records)
+}
+
+/// R7: in a `backends_last` pool, a back-end-class server starts only once every other server
+/// of the pool has succeeded.
+fn audit_backends_last(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Violation> {
+    for pool in fleet.pools.iter().filter(|p| p.backends_last) {
+        let (backends, others): (Vec<ServerId>, Vec<ServerId>) = pool
+            .servers
+            .iter()
+            .partition(|&&s| fleet.servers[s].role.is_backend_class());
+        for &backend in &backends {
+            let Some(start) = records[backend].start else {
+                continue;
+            };
+            let early = others.iter().find(|&&other| {
+                let done = &records[other];
+                done.outcome != Some(Outcome::Succeeded) || done.end.is_none_or(|end| end > start)
+            });
+            if let Some(&other) = early {
+                return Err(Violation {
+                    rule: "R7",
+                    at: start,
+                    detail: format!(
+                        "{} started in {} before {} was done",
+                        fleet.servers[backend].fqdn, pool.fqdn, fleet.servers[other].fqdn
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn audit_instants(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Violation> {
     const END: u8 = 0;
     const START: u8 = 1;
     let mut events: Vec<(Millis, u8, ServerId)> = Vec::new();

@@ -21,6 +21,8 @@ pub struct FleetSpec {
     pub paired_share: f64,
     /// Most non-back-end servers of a pool down at once is drawn from `1..=max_unavailable`.
     pub max_unavailable: u32,
+    /// Share of pools that update their back ends last (R7).
+    pub backends_last_share: f64,
     pub seed: u64,
 }
 
@@ -36,6 +38,7 @@ impl FleetSpec {
             standard_share: 0.3,
             paired_share: 0.4,
             max_unavailable: 2,
+            backends_last_share: 0.0,
             seed,
         }
     }
@@ -142,6 +145,9 @@ pub fn generate(spec: &FleetSpec) -> Fleet {
             paired_with: None,
             outage_budget: DEFAULT_OUTAGE_BUDGET,
             max_unavailable: rng.random_range(1..=spec.max_unavailable.max(1)),
+            // Drawn only when asked for, so fleets generated without it stay as they were.
+            backends_last: spec.backends_last_share > 0.0
+                && rng.random::<f64>() < spec.backends_last_share,
             servers: members,
         });
     }
@@ -203,6 +209,9 @@ pub fn to_toml(fleet: &Fleet) -> String {
         }
         let _ = writeln!(out, "outage_budget = \"{}\"", human(pool.outage_budget));
         let _ = writeln!(out, "max_unavailable = {}", pool.max_unavailable);
+        if pool.backends_last {
+            let _ = writeln!(out, "backends_last = true");
+        }
         for &id in &pool.servers {
             let server = &fleet.servers[id];
             let _ = writeln!(

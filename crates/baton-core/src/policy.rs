@@ -1,5 +1,6 @@
-//! The rules R1–R5 as a live occupancy check: who is in maintenance now, and whether one more
-//! server may join. R6 is a static check, made when a plan is built (see `problem`).
+//! The rules R1–R5 (and the optional R7) as a live occupancy check: who is in maintenance now,
+//! and whether one more server may join. R6 is a static check, made when the workload is built
+//! (see `workload`).
 
 use crate::fleet::{Fleet, PoolId, ServerId, SiteId};
 use crate::time::{Millis, clock};
@@ -20,6 +21,9 @@ pub enum Rule {
     SiteCap(SiteId),
     /// R5: the fleet's `max_parallel`.
     FleetCap,
+    /// R7 (opt-in, `backends_last`): a pool's back-end-class servers wait until all its other
+    /// servers are done.
+    BackendsLast,
     /// `batches:N`: the server waits for the current batch (numbered from 1) to finish.
     Batch(u32),
 }
@@ -32,19 +36,29 @@ impl Rule {
             Rule::PoolMaxUnavailable => "R3",
             Rule::PairedPoolDegraded => "R4",
             Rule::SiteCap(_) | Rule::FleetCap => "R5",
+            Rule::BackendsLast => "R7",
             Rule::Batch(_) => "batch",
         }
     }
 }
 
-/// Why a server could not start: the rule, and the server in maintenance that holds it.
+/// Why a server could not start: the rule, and the server that holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Blocker {
     pub rule: Rule,
     pub holder: ServerId,
-    /// When the holder is expected to leave maintenance; `None` once it failed, because a
-    /// failed server stays down until someone repairs it.
-    pub until: Option<Millis>,
+    pub until: Until,
+}
+
+/// How long a holder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// It is expected to leave maintenance then.
+    At(Millis),
+    /// It failed: a failed server stays down until someone repairs it.
+    Repaired,
+    /// It has not started yet (R7: the back end waits for it to be done).
+    Done,
 }
 
 impl Blocker {
@@ -54,8 +68,9 @@ impl Blocker {
         let pool_id = fleet.servers[self.holder].pool;
         let pool = names.pool(pool_id);
         let until = match self.until {
-            Some(t) => format!("until {}", clock(t)),
-            None => "until its failure is resolved".to_string(),
+            Until::At(t) => format!("until {}", clock(t)),
+            Until::Repaired => "until its failure is resolved".to_string(),
+            Until::Done => "until it is done".to_string(),
         };
         let code = self.rule.code();
         match self.rule {
@@ -77,6 +92,9 @@ impl Blocker {
                 "{code}: fleet is at max_parallel = {}; {holder} is down {until}",
                 fleet.max_parallel.unwrap_or(0)
             ),
+            Rule::BackendsLast => {
+                format!("{code}: {pool} updates its back ends last, after {holder}")
+            }
             Rule::Batch(n) => format!("{code}: waits for batch {n}; {holder} is down {until}"),
         }
     }
@@ -96,6 +114,8 @@ pub struct Occupancy {
     expected_end: Vec<Millis>,
     backends_down: Vec<Vec<ServerId>>,
     others_down: Vec<Vec<ServerId>>,
+    /// Per `backends_last` pool, its other servers that have not started yet (R7).
+    others_not_started: Vec<BTreeSet<ServerId>>,
     site_down: Vec<BTreeSet<(Millis, ServerId)>>,
     fleet_down: BTreeSet<(Millis, ServerId)>,
 }
@@ -118,13 +138,31 @@ impl Occupancy {
             expected_end: vec![0; servers],
             backends_down: vec![Vec::new(); fleet.pools.len()],
             others_down: vec![Vec::new(); fleet.pools.len()],
+            others_not_started: fleet
+                .pools
+                .iter()
+                .map(|p| {
+                    let others = p
+                        .servers
+                        .iter()
+                        .filter(|&&s| !fleet.servers[s].role.is_backend_class());
+                    if p.backends_last {
+                        others.copied().collect()
+                    } else {
+                        BTreeSet::new()
+                    }
+                })
+                .collect(),
             site_down: vec![BTreeSet::new(); fleet.sites.len()],
             fleet_down: BTreeSet::new(),
         }
     }
 
-    fn until(&self, server: ServerId) -> Option<Millis> {
-        Some(self.expected_end[server]).filter(|&t| t != Millis::MAX)
+    fn until(&self, server: ServerId) -> Until {
+        match self.expected_end[server] {
+            Millis::MAX => Until::Repaired,
+            t => Until::At(t),
+        }
     }
 
     fn blocker(&self, rule: Rule, holder: ServerId) -> Blocker {
@@ -154,6 +192,13 @@ impl Occupancy {
             }
             if !others.is_empty() {
                 return Err(self.blocker(Rule::BackendApartFromOthers, self.earliest(others)));
+            }
+            if let Some(&holder) = self.others_not_started[pool].first() {
+                return Err(Blocker {
+                    rule: Rule::BackendsLast,
+                    holder,
+                    until: Until::Done,
+                });
             }
             if let Some(partner) = self.pool_partner[pool]
                 && let Some(&holder) = self.backends_down[partner].first()
@@ -201,6 +246,7 @@ impl Occupancy {
             self.backends_down[pool].push(server);
         } else {
             self.others_down[pool].push(server);
+            self.others_not_started[pool].remove(&server);
         }
         if let Some(site) = self.server_site[server] {
             self.site_down[site].insert((expected_end, server));

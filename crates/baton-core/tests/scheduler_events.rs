@@ -1,7 +1,9 @@
 //! The scheduler as a state machine: events in, actions out, and the reasons it gives.
 
 use baton_core::fleet::Fleet;
+use baton_core::policy::{Blocker, Rule, Until};
 use baton_core::report::Report;
+use baton_core::report::ShortNames;
 use baton_core::rollout::plan;
 use baton_core::scheduler::{Action, Event, Outcome, Scheduler, SchedulerError, Strategy};
 use baton_core::simulator::{SimConfig, simulate};
@@ -197,6 +199,47 @@ edition = "standard"
     assert_eq!(report.makespan_s, 40.0 * 60.0);
 }
 
+const BACKENDS_LAST: &str = r#"
+[fleet]
+name = "order"
+max_parallel = 1
+[[pool]]
+fqdn = "pool01.contoso.com"
+edition = "enterprise"
+sql_server = "sql01.contoso.com"
+backends_last = true
+  [[pool.server]]
+  fqdn = "be01.contoso.com"
+  role = "backend"
+  expected_duration = "10m"
+  [[pool.server]]
+  fqdn = "fe01.contoso.com"
+  role = "frontend"
+  expected_duration = "15m"
+"#;
+
+#[test]
+fn backends_last_puts_the_database_update_after_the_front_ends() {
+    let (fleet, report) = plan_of(BACKENDS_LAST, Strategy::Baton);
+    assert_eq!(server(&report, "fe01.contoso.com").start_s, Some(0.0));
+    let be01 = server(&report, "be01.contoso.com");
+    assert_eq!(be01.start_s, Some(15.0 * 60.0));
+    // Once fe01 runs, R2 is what holds be01; R7 is what kept be01 from going first.
+    assert_eq!(
+        be01.waited_for.as_deref(),
+        Some("R2: fe01 is down in pool01 until 00:15")
+    );
+    let r7 = Blocker {
+        rule: Rule::BackendsLast,
+        holder: fleet.server_by_fqdn("fe01.contoso.com").unwrap(),
+        until: Until::Done,
+    };
+    assert_eq!(
+        r7.describe(&fleet, &ShortNames::new(&fleet)),
+        "R7: pool01 updates its back ends last, after fe01"
+    );
+}
+
 #[test]
 fn batches_wait_for_their_slowest_server() {
     let (_, report) = plan_of(
@@ -264,7 +307,11 @@ fn a_failed_back_end_quarantines_its_pool_and_keeps_its_pair_safe() {
         let r = &records[id(fqdn)];
         assert_eq!(r.outcome, Some(Outcome::NotStarted), "{fqdn}");
         let blocker = r.waited_for.expect("a reason");
-        assert_eq!((blocker.holder, blocker.until), (be03, None), "{fqdn}");
+        assert_eq!(
+            (blocker.holder, blocker.until),
+            (be03, Until::Repaired),
+            "{fqdn}"
+        );
     }
 }
 

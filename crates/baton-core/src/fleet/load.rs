@@ -262,6 +262,7 @@ impl FleetBuilder<'_> {
             paired_with: None,
             outage_budget,
             max_unavailable,
+            backends_last: raw.backends_last.unwrap_or(false),
             servers: Vec::new(),
         })
     }

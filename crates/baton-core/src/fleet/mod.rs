@@ -46,6 +46,9 @@ pub struct Pool {
     pub paired_with: Option<PoolId>,
     pub outage_budget: Millis,
     pub max_unavailable: u32,
+    /// R7 (opt-in): back-end-class servers only after all other servers of the pool are done,
+    /// e.g. Skype for Business front-end binaries before the back end's database update.
+    pub backends_last: bool,
     /// Members in fleet order.
     pub servers: Vec<ServerId>,
 }

@@ -39,6 +39,7 @@ pub struct RawPool {
     pub paired_with: Option<Spanned<String>>,
     pub outage_budget: Option<Spanned<String>>,
     pub max_unavailable: Option<Spanned<i64>>,
+    pub backends_last: Option<bool>,
     #[serde(default)]
     pub server: Vec<Spanned<RawServer>>,
 }

@@ -7,7 +7,7 @@ mod state;
 pub use state::{Outcome, ServerRecord, StopReason};
 
 use crate::fleet::{Fleet, PoolId, ServerId};
-use crate::policy::{Blocker, Occupancy, Rule};
+use crate::policy::{Blocker, Occupancy, Rule, Until};
 use crate::time::Millis;
 use priority::PoolQueue;
 use state::{Phase, Records};
@@ -337,7 +337,7 @@ impl Scheduler {
                 Some(holder) => Blocker {
                     rule: Rule::Batch(self.batch_number),
                     holder,
-                    until: Some(now + self.expected[holder]),
+                    until: Until::At(now + self.expected[holder]),
                 },
                 // Nothing could start: whatever rule holds it (a failed server) is the reason.
                 None => match self.occupancy.check(server) {
