@@ -13,6 +13,7 @@ pub mod runbook;
 pub mod scheduler;
 pub mod simulator;
 pub mod time;
+mod toml_error;
 pub mod workload;
 
 pub use error::InputError;
