@@ -450,9 +450,10 @@ fn wrong_events_are_refused_without_losing_state() {
         scheduler.handle(20, Event::Succeeded(99)),
         Err(SchedulerError::UnknownServer(99))
     );
+    // Refused events change nothing, not even the clock.
     assert_eq!(
         scheduler.handle(5, Event::Pause),
-        Err(SchedulerError::TimeWentBackwards { now: 5, last: 20 })
+        Err(SchedulerError::TimeWentBackwards { now: 5, last: 10 })
     );
     assert_eq!(
         scheduler
@@ -461,6 +462,23 @@ fn wrong_events_are_refused_without_losing_state() {
             .filter(|r| r.start.is_some())
             .count(),
         2
+    );
+    // A batch with one wrong event is refused whole: be03's success is not half-applied.
+    let be03 = fleet.server_by_fqdn("be03.contoso.com").unwrap();
+    assert_eq!(
+        scheduler.handle_all(30, &[Event::Succeeded(be03), Event::Succeeded(be02)]),
+        Err(SchedulerError::NotRunning(be02))
+    );
+    assert_eq!(
+        scheduler.handle_all(30, &[Event::Succeeded(be03), Event::Failed(be03)]),
+        Err(SchedulerError::NotRunning(be03))
+    );
+    assert!(scheduler.records()[be03].outcome.is_none(), "still running");
+    assert!(
+        !scheduler
+            .handle(30, Event::Succeeded(be03))
+            .unwrap()
+            .is_empty()
     );
 }
 

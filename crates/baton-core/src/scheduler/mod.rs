@@ -86,8 +86,8 @@ pub enum Action {
 pub enum SchedulerError {
     #[error("server #{0} does not exist in this fleet")]
     UnknownServer(ServerId),
-    #[error("server {0} reported a result but is not running")]
-    NotRunning(String),
+    #[error("server #{0} reported a result but is not running")]
+    NotRunning(ServerId),
     #[error("time went backwards: event at {now} ms after one at {last} ms")]
     TimeWentBackwards { now: Millis, last: Millis },
 }
@@ -172,9 +172,10 @@ impl Scheduler {
                 last: self.last_now,
             });
         }
+        self.validate(events)?;
         self.last_now = now;
         for &event in events {
-            self.apply(now, event)?;
+            self.apply(now, event);
         }
         let mut actions = Vec::new();
         if self.finished {
@@ -198,7 +199,25 @@ impl Scheduler {
         Ok(actions)
     }
 
-    fn apply(&mut self, now: Millis, event: Event) -> Result<(), SchedulerError> {
+    /// Refuses the whole batch if any event does not fit, so a wrong message changes nothing.
+    fn validate(&self, events: &[Event]) -> Result<(), SchedulerError> {
+        for (i, &event) in events.iter().enumerate() {
+            if let Event::Succeeded(server) | Event::Failed(server) = event {
+                if server >= self.expected.len() {
+                    return Err(SchedulerError::UnknownServer(server));
+                }
+                let reported_twice = events[..i]
+                    .iter()
+                    .any(|&e| matches!(e, Event::Succeeded(s) | Event::Failed(s) if s == server));
+                if reported_twice || !matches!(self.records.phase(server), Phase::Running) {
+                    return Err(SchedulerError::NotRunning(server));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, now: Millis, event: Event) {
         match event {
             Event::Begin | Event::Resume => self.paused = false,
             Event::Pause => self.paused = true,
@@ -206,12 +225,6 @@ impl Scheduler {
                 self.stop.get_or_insert(StopReason::Aborted { at: now });
             }
             Event::Succeeded(server) | Event::Failed(server) => {
-                if server >= self.expected.len() {
-                    return Err(SchedulerError::UnknownServer(server));
-                }
-                if !matches!(self.records.phase(server), Phase::Running) {
-                    return Err(SchedulerError::NotRunning(format!("#{server}")));
-                }
                 self.running -= 1;
                 if let Event::Succeeded(_) = event {
                     self.occupancy.leave(server);
@@ -232,7 +245,6 @@ impl Scheduler {
                 }
             }
         }
-        Ok(())
     }
 
     fn quarantine(&mut self, pool: PoolId, failed: ServerId, at: Millis) {
@@ -245,7 +257,7 @@ impl Scheduler {
     }
 
     fn start(&mut self, now: Millis, server: ServerId, actions: &mut Vec<Action>) {
-        let expected_end = now + self.expected[server];
+        let expected_end = now.saturating_add(self.expected[server]);
         self.occupancy.enter(server, expected_end);
         self.records.start(server, now);
         self.running += 1;
