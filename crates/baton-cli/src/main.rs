@@ -9,6 +9,7 @@ use baton_core::report::Report;
 use baton_core::rollout;
 use baton_core::simulator::SimConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -104,11 +105,18 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`baton plan … | head`): nothing left to tell anyone.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -147,10 +155,17 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Writes the report to stdout. Write errors are returned, not panicked on as `print!` would.
 fn print(report: &Report, output: &OutputArgs, heading: &table::Heading) -> Result<()> {
-    match output.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
-        Format::Table => print!("{}", table::render(report, heading, output.steps)),
+    let mut text = match output.format {
+        Format::Json => serde_json::to_string_pretty(report)?,
+        Format::Table => table::render(report, heading, output.steps),
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
     }
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
     Ok(())
 }

@@ -261,8 +261,39 @@ fn plan_example_as_json() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "plan failed: {stderr}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
-    for key in ["fleet", "makespan_s", "lower_bound_s", "servers"] {
-        assert!(json.get(key).is_some(), "missing top-level key {key}");
+    // The contract names exactly these keys, at every level.
+    let keys = |value: &serde_json::Value| {
+        let mut keys: Vec<String> = value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        keys(&json),
+        ["fleet", "lower_bound_s", "makespan_s", "servers"]
+    );
+    for server in json["servers"].as_array().expect("servers") {
+        assert_eq!(
+            keys(server),
+            [
+                "end_s",
+                "fqdn",
+                "outcome",
+                "pool",
+                "role",
+                "start_s",
+                "steps",
+                "waited_for"
+            ]
+        );
+        for step in server["steps"].as_array().expect("steps") {
+            assert_eq!(keys(step), ["command", "id"]);
+        }
+        assert_eq!(server["outcome"], "succeeded");
     }
     assert_eq!(json["fleet"], "contoso");
     assert_eq!(
@@ -300,4 +331,54 @@ fn same_seed_same_simulation() {
     assert_eq!(first.stdout, second.stdout);
     let other_seed = baton(&[&args[..5], &["43"], &args[6..]].concat());
     assert_ne!(first.stdout, other_seed.stdout, "the seed drives the draws");
+}
+
+#[test]
+fn a_full_disk_is_an_error_not_a_panic() {
+    let fleet = repo_file("examples/contoso.toml");
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return; // not Linux: nothing to test
+    };
+    let runbook = repo_file("runbooks/sfb-server-update.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "plan",
+            path_arg(&fleet),
+            "--runbook",
+            path_arg(&runbook),
+            "--format",
+            "json",
+        ])
+        .stdout(full)
+        .output()
+        .expect("baton runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    let fleet = repo_file("examples/contoso.toml");
+    let runbook = repo_file("runbooks/sfb-server-update.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "plan",
+            path_arg(&fleet),
+            "--runbook",
+            path_arg(&runbook),
+            "--format",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("baton runs");
+    drop(child.stdout.take()); // close the pipe before baton writes
+    let out = child.wait_with_output().expect("baton exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
 }

@@ -34,8 +34,6 @@ pub struct ServerReport {
 pub struct StepReport {
     pub id: String,
     pub command: String,
-    pub timeout_s: u64,
-    pub retries: u32,
 }
 
 /// Display names: a server's or pool's first DNS label when it is unique in the fleet (as
@@ -142,8 +140,6 @@ pub fn build_report(
                 .map(|s| StepReport {
                     id: s.id.clone(),
                     command: s.command.clone(),
-                    timeout_s: s.timeout.div_ceil(1000),
-                    retries: s.retries,
                 })
                 .collect(),
             waited_for: explain(fleet, &names, record),
