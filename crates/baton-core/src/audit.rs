@@ -1,4 +1,4 @@
-//! An independent check of a finished schedule against R1–R5. It shares no code with the
+//! An independent check of a finished schedule against R1–R5 and R7. It shares no code with the
 //! scheduler's own rule checks, so a bug there cannot hide itself here. Property tests run it
 //! on every simulated rollout; `baton simulate` runs it too before printing anything.
 
@@ -15,9 +15,10 @@ pub struct Violation {
     pub detail: String,
 }
 
-/// Checks that at every instant of the schedule R1–R5 hold, and R7 for pools that ask for it. Intervals are half-open: a server
-/// ending at `t` and one starting at `t` never overlap. A failed (or still running) server is
-/// counted as down forever.
+/// Checks that at every instant of the schedule R1–R5 hold, and R7 for pools that ask for it.
+/// Intervals are half-open: a server ending at `t` and one starting at `t` never overlap. A
+/// failed server keeps holding its pool's rules forever (it stays down until repaired) but
+/// gives back its site and fleet slots when it fails; a server still running holds everything.
 pub fn audit_schedule(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Violation> {
     audit_instants(fleet, records)?;
     audit_backends_last(fleet, records)
@@ -55,15 +56,20 @@ fn audit_backends_last(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Vi
 }
 
 fn audit_instants(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Violation> {
+    // At one instant, leaving comes before starting (half-open intervals).
     const END: u8 = 0;
-    const START: u8 = 1;
+    const CAPS_END: u8 = 1;
+    const START: u8 = 2;
     let mut events: Vec<(Millis, u8, ServerId)> = Vec::new();
     for (server, record) in records.iter().enumerate() {
         let Some(start) = record.start else { continue };
         events.push((start, START, server));
-        if record.outcome == Some(Outcome::Succeeded) {
-            let end = record.end.unwrap_or(start);
-            events.push((end, END, server));
+        let end = record.end.unwrap_or(start);
+        match record.outcome {
+            Some(Outcome::Succeeded) => events.push((end, END, server)),
+            // A failed server keeps its pool's rules but gives back its cap slots.
+            Some(Outcome::Failed) => events.push((end, CAPS_END, server)),
+            _ => {}
         }
     }
     events.sort_unstable();
@@ -78,31 +84,28 @@ fn audit_instants(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Violati
         let pool_id = srv.pool;
         let pool = &fleet.pools[pool_id];
         let site = pool.site;
-        let delta_in = kind == START;
-        if srv.role.is_backend_class() {
-            if delta_in {
-                backends[pool_id].push(server);
+        let entering = kind == START;
+        if kind != CAPS_END {
+            if srv.role.is_backend_class() {
+                if entering {
+                    backends[pool_id].push(server);
+                } else {
+                    backends[pool_id].retain(|&s| s != server);
+                }
+            } else if entering {
+                others[pool_id] += 1;
             } else {
-                backends[pool_id].retain(|&s| s != server);
+                others[pool_id] -= 1;
             }
-        } else if delta_in {
-            others[pool_id] += 1;
-        } else {
-            others[pool_id] -= 1;
         }
+        let slots = |count: &mut u32| {
+            if entering { *count += 1 } else { *count -= 1 }
+        };
         if let Some(site) = site {
-            if delta_in {
-                sites[site] += 1
-            } else {
-                sites[site] -= 1
-            }
+            slots(&mut sites[site]);
         }
-        if delta_in {
-            total += 1
-        } else {
-            total -= 1
-        }
-        if !delta_in {
+        slots(&mut total);
+        if !entering {
             continue;
         }
         let fail = |rule: &'static str, detail: String| Err(Violation { rule, at, detail });

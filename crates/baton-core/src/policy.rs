@@ -265,11 +265,17 @@ impl Occupancy {
         self.fleet_down.remove(&(end, server));
     }
 
-    /// A failed server stays in maintenance (its pool stays degraded, its slot taken) until
-    /// an operator repairs it: that is what keeps a paired pool safe after a failure.
+    /// A failed server stays down until an operator repairs it, so it keeps holding its pool's
+    /// rules: its pool stays degraded and a paired pool stays safe. It gives back its site and
+    /// fleet slots: the caps bound the servers Baton works on, and a quarantined server is out
+    /// of its hands (else a few failures would stall the rollout long before `max_failures`).
     pub fn hold_until_repaired(&mut self, server: ServerId) {
-        self.leave(server);
-        self.enter(server, Millis::MAX);
+        let end = self.expected_end[server];
+        if let Some(site) = self.server_site[server] {
+            self.site_down[site].remove(&(end, server));
+        }
+        self.fleet_down.remove(&(end, server));
+        self.expected_end[server] = Millis::MAX;
     }
 
     pub fn fleet_down(&self) -> usize {

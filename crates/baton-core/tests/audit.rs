@@ -232,3 +232,39 @@ fn a_failed_server_stays_down() {
         Some("R3")
     );
 }
+
+#[test]
+fn a_failed_server_gives_back_its_cap_slot() {
+    let fleet = Fleet::from_toml("audit.toml", FLEET).expect("valid fleet");
+    // The fleet cap is 3. fe01 fails at 00:05; from then on three others may run.
+    let runs = [
+        ("fe01.contoso.com", 0, 5),
+        ("se01.contoso.com", 0, 10),
+        ("be03.contoso.com", 0, 10),
+        ("se03.contoso.com", 5, 15),
+    ];
+    let mut records = schedule(&fleet, &runs);
+    assert_eq!(audit_schedule(&fleet, &records).err().map(|v| v.rule), None);
+    // Had fe01 still been running, se03 would have been a fourth server down.
+    let fe01 = fleet.server_by_fqdn("fe01.contoso.com").unwrap();
+    records[fe01].outcome = None;
+    records[fe01].end = None;
+    assert_eq!(
+        audit_schedule(&fleet, &records).err().map(|v| v.rule),
+        Some("R5")
+    );
+    // fe01's failure still holds its own pool: fe02 may not join it (R3).
+    records[fe01].outcome = Some(Outcome::Failed);
+    records[fe01].end = Some(5 * MIN);
+    let fe02 = fleet.server_by_fqdn("fe02.contoso.com").unwrap();
+    records[fe02] = ServerRecord {
+        start: Some(20 * MIN),
+        end: Some(30 * MIN),
+        outcome: Some(Outcome::Succeeded),
+        ..ServerRecord::default()
+    };
+    assert_eq!(
+        audit_schedule(&fleet, &records).err().map(|v| v.rule),
+        Some("R3")
+    );
+}

@@ -316,6 +316,44 @@ fn a_failed_back_end_quarantines_its_pool_and_keeps_its_pair_safe() {
 }
 
 #[test]
+fn a_failure_gives_its_cap_slot_back_below_max_failures() {
+    let fleet = fleet(
+        r#"
+[fleet]
+name = "slots"
+max_parallel = 1
+max_failures = 5
+[[pool]]
+fqdn = "se01.contoso.com"
+edition = "standard"
+  [[pool.server]]
+  fqdn = "se01.contoso.com"
+  role = "standard"
+  expected_duration = "20m"
+[[pool]]
+fqdn = "se02.contoso.com"
+edition = "standard"
+  [[pool.server]]
+  fqdn = "se02.contoso.com"
+  role = "standard"
+  expected_duration = "20m"
+"#,
+    );
+    let durations = workload(&fleet).expected;
+    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let (se01, se02) = (0, 1);
+    assert_eq!(
+        starts(&scheduler.handle(0, Event::Begin).unwrap()),
+        vec![se01]
+    );
+    assert_eq!(
+        starts(&scheduler.handle(3 * MIN, Event::Failed(se01)).unwrap()),
+        vec![se02],
+        "one failure out of five tolerated: the rollout goes on"
+    );
+}
+
+#[test]
 fn past_max_failures_nothing_new_starts() {
     let fleet = fleet(PAIR); // max_failures defaults to 0
     let durations = workload(&fleet).expected;
