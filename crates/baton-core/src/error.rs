@@ -103,3 +103,18 @@ impl ErrorBuilder {
         self.0
     }
 }
+
+/// Why a whole number read from a file is out of range, if it is: below `min` (0 or 1), or
+/// beyond what Baton counts (`u32`).
+pub fn out_of_range(value: i64, min: u32) -> Option<String> {
+    if value < i64::from(min) {
+        Some(match min {
+            0 => "must be zero or a positive whole number".to_string(),
+            _ => format!("must be at least {min}"),
+        })
+    } else if value > i64::from(u32::MAX) {
+        Some(format!("too large: at most {}", u32::MAX))
+    } else {
+        None
+    }
+}

@@ -18,8 +18,11 @@ pub fn parse_positive_duration(text: &str) -> Result<Millis, String> {
     })?;
     let millis =
         u64::try_from(parsed.as_millis()).map_err(|_| "duration is too long".to_string())?;
-    if millis == 0 {
+    if parsed.is_zero() {
         return Err("must be longer than zero".to_string());
+    }
+    if millis == 0 {
+        return Err("must be at least 1ms: Baton counts time in milliseconds".to_string());
     }
     if millis > MAX_DURATION {
         return Err("must be at most 30 days".to_string());

@@ -55,8 +55,14 @@ impl Source<'_> {
         let header = match (&at, &span) {
             (Some(at), Some(s)) if at.on_header => {
                 let rest = self.text.get(s.start..).unwrap_or("");
+                let line_start = self.text[..s.start.min(self.text.len())]
+                    .rfind('\n')
+                    .map_or(0, |n| n + 1);
+                let line = self.text[line_start..].trim_start();
                 Some(if rest.starts_with('[') && !rest.starts_with("[[") {
                     Header::Table
+                } else if line.starts_with("[[") {
+                    Header::ArrayOfTables
                 } else {
                     Header::Other
                 })
@@ -116,7 +122,9 @@ fn join_path(table: &[String], key: &str) -> String {
 enum Header {
     /// The span is a whole `[table]` header.
     Table,
-    /// Elsewhere on a header line (`[[table]]`, or a key inside the brackets).
+    /// A `[[table]]` header line.
+    ArrayOfTables,
+    /// Elsewhere on a header line (a key inside `[brackets]`).
     Other,
 }
 
@@ -127,6 +135,10 @@ fn plain_message(message: &str, field: &str, header: Option<Header>) -> String {
     }
     if message == "duplicate key" {
         return match header {
+            // `[[pool.server]]` before any `[[pool]]` makes `pool` a plain table.
+            Some(Header::ArrayOfTables) => format!(
+                "`{field}` already exists as a plain table here: put each [[{field}]] before its own sub-tables (e.g. [[{field}.…]])"
+            ),
             Some(_) => "this table is declared twice".to_string(),
             None => "this key is set twice in the same table".to_string(),
         };

@@ -498,6 +498,66 @@ max_parallel = -3
 }
 
 #[test]
+fn fleet_max_parallel_too_large() {
+    let err = refused(
+        r#"
+[fleet]
+name = "lab"
+max_parallel = 4294967296
+"#,
+    );
+    check(
+        &err,
+        Some(3),
+        "fleet.max_parallel",
+        Some("4294967296"),
+        "too large: at most 4294967295",
+    );
+}
+
+#[test]
+fn fleet_max_failures_too_large() {
+    let err = refused(
+        r#"
+[fleet]
+name = "lab"
+max_failures = 99999999999
+"#,
+    );
+    check(
+        &err,
+        Some(3),
+        "fleet.max_failures",
+        Some("99999999999"),
+        "too large",
+    );
+}
+
+#[test]
+fn server_table_before_its_pool() {
+    let err = refused(
+        r#"
+[fleet]
+name = "lab"
+
+[[pool.server]]
+fqdn = "be01.lab.test"
+role = "backend"
+
+[[pool]]
+fqdn = "pool01.lab.test"
+edition = "enterprise"
+"#,
+    );
+    assert_eq!((err.line, err.field.as_str()), (Some(8), "pool"), "{err}");
+    assert!(
+        err.message
+            .contains("put each [[pool]] before its own sub-tables"),
+        "{err}"
+    );
+}
+
+#[test]
 fn fleet_max_failures_negative() {
     let err = refused(
         r#"

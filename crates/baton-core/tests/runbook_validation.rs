@@ -496,6 +496,31 @@ run = "true"
 }
 
 #[test]
+fn retries_too_large() {
+    let err = refused(
+        r#"
+[runbook]
+name = "patch"
+shell = "sh"
+
+[[step]]
+id = "install"
+timeout = "10m"
+retries = 4294967296
+run = "true"
+"#,
+    );
+    check(
+        &err,
+        FILE,
+        Some(8),
+        "step.retries",
+        Some("4294967296"),
+        "too large",
+    );
+}
+
+#[test]
 fn unknown_template_variable() {
     let err = refused(
         r#"
@@ -842,6 +867,22 @@ fn param_given_twice() {
         "params.channel",
         Some("\"b\""),
         "given twice",
+    );
+}
+
+#[test]
+fn empty_param() {
+    let runbook = load(WITH_PARAMS).expect("valid");
+    let err = runbook
+        .resolve_params(&pairs(&[("package", " ")]), "--param")
+        .unwrap_err();
+    check(
+        &err,
+        "--param",
+        None,
+        "params.package",
+        Some("\" \""),
+        "empty",
     );
 }
 

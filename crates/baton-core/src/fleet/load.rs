@@ -5,7 +5,7 @@ use super::{
     DEFAULT_OUTAGE_BUDGET, Edition, FQDN_SYNTAX, Fleet, NAME_SYNTAX, Pool, PoolId, Role, Server,
     Site, is_valid_fqdn, is_valid_name,
 };
-use crate::error::{InputError, Source};
+use crate::error::{InputError, Source, out_of_range};
 use crate::time::{Millis, parse_positive_duration};
 use std::collections::HashMap;
 use toml::Spanned;
@@ -43,11 +43,15 @@ impl FleetBuilder<'_> {
         )?;
         let max_failures = match &header.max_failures {
             None => 0,
-            Some(v) => u32::try_from(*v.get_ref()).map_err(|_| {
-                src.error(Some(v.span().start), "fleet.max_failures")
-                    .value(v.get_ref())
-                    .message("must be zero or a positive whole number")
-            })?,
+            Some(v) => match out_of_range(*v.get_ref(), 0) {
+                Some(why) => {
+                    return Err(src
+                        .error(Some(v.span().start), "fleet.max_failures")
+                        .value(v.get_ref())
+                        .message(why));
+                }
+                None => *v.get_ref() as u32,
+            },
         };
 
         let mut sites = Vec::new();
@@ -151,9 +155,9 @@ impl FleetBuilder<'_> {
         if_absent: &str,
     ) -> Result<Option<u32>, InputError> {
         let Some(value) = value else { return Ok(None) };
-        match u32::try_from(*value.get_ref()) {
-            Ok(n) if n >= 1 => Ok(Some(n)),
-            _ => {
+        match out_of_range(*value.get_ref(), 1) {
+            None => Ok(Some(*value.get_ref() as u32)),
+            Some(why) => {
                 let err = self
                     .src
                     .error(Some(value.span().start), field)
@@ -162,7 +166,7 @@ impl FleetBuilder<'_> {
                     Some(owner) => err.owner(owner),
                     None => err,
                 };
-                Err(err.message(format!("must be at least 1 ({if_absent})")))
+                Err(err.message(format!("{why} ({if_absent})")))
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use super::raw::{RawCondition, RawRunbookFile, RawStep};
 use super::{Condition, Param, Runbook, Shell, Step, Template, Var, Variant};
-use crate::error::{InputError, Source};
+use crate::error::{InputError, Source, out_of_range};
 use crate::fleet::{Edition, NAME_SYNTAX, Role};
 use crate::time::parse_positive_duration;
 use std::collections::{BTreeMap, HashSet};
@@ -135,12 +135,16 @@ fn load_step(
     })?;
     let retries = match &raw.retries {
         None => 0,
-        Some(r) => u32::try_from(*r.get_ref()).map_err(|_| {
-            src.error(Some(r.span().start), "step.retries")
-                .owner(&owner)
-                .value(r.get_ref())
-                .message("must be zero or a positive whole number")
-        })?,
+        Some(r) => match out_of_range(*r.get_ref(), 0) {
+            Some(why) => {
+                return Err(src
+                    .error(Some(r.span().start), "step.retries")
+                    .owner(&owner)
+                    .value(r.get_ref())
+                    .message(why));
+            }
+            None => *r.get_ref() as u32,
+        },
     };
 
     let template = |run: &Spanned<String>, field: &str| -> Result<Template, InputError> {

@@ -67,6 +67,13 @@ impl Runbook {
                 };
                 return Err(InputError { message, ..error() });
             }
+            if value.trim().is_empty() {
+                return Err(InputError {
+                    message: "empty: give a value, or leave the parameter out to use its default"
+                        .into(),
+                    ..error()
+                });
+            }
             if value.chars().any(char::is_control) {
                 return Err(InputError {
                     message: "control characters (such as newlines) are not allowed in a parameter"
