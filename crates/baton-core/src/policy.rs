@@ -29,6 +29,18 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// A rule about the server's own pool (or its pair), as opposed to a cap or a batch.
+    pub fn is_pool_rule(self) -> bool {
+        matches!(
+            self,
+            Rule::OneBackendPerPool
+                | Rule::BackendApartFromOthers
+                | Rule::PoolMaxUnavailable
+                | Rule::PairedPoolDegraded
+                | Rule::BackendsLast
+        )
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Rule::OneBackendPerPool => "R1",

@@ -280,7 +280,7 @@ impl Scheduler {
     fn dispatch_by_priority(&mut self, now: Millis, actions: &mut Vec<Action>) {
         let round = self.records.next_round();
         if let Err(blocker) = self.occupancy.fleet_has_room() {
-            self.records.fleet_full(round, blocker);
+            self.records.fleet_full(round, blocker, now);
             return;
         }
         for pool in self.queue.dispatch_order() {
@@ -294,7 +294,7 @@ impl Scheduler {
                 self.start(now, server, actions);
                 if let Err(blocker) = self.occupancy.fleet_has_room() {
                     self.note_pool_blockers(round, pool);
-                    self.records.fleet_full(round, blocker);
+                    self.records.fleet_full(round, blocker, now);
                     return;
                 }
             }

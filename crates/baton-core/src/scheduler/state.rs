@@ -74,7 +74,8 @@ pub struct Records {
     /// Per pool, the last blocker of its next back-end-class [0] and other [1] server.
     pool_blocks: Vec<[Stamped; 2]>,
     server_blocks: Vec<Stamped>,
-    fleet_full: Stamped,
+    /// The last round that found the fleet cap full, and when.
+    fleet_full: Option<(u64, Blocker, Millis)>,
 }
 
 fn later(a: Stamped, b: Stamped) -> Stamped {
@@ -124,8 +125,8 @@ impl Records {
         self.round
     }
 
-    pub fn fleet_full(&mut self, round: u64, blocker: Blocker) {
-        self.fleet_full = Some((round, blocker));
+    pub fn fleet_full(&mut self, round: u64, blocker: Blocker, now: Millis) {
+        self.fleet_full = Some((round, blocker, now));
     }
 
     pub fn pool_blocked(
@@ -143,12 +144,25 @@ impl Records {
         self.server_blocks[server] = Some((round, blocker));
     }
 
-    /// The most recent blocker that applied to `server`: its own, its pool's class, or the
-    /// fleet cap when the scan stopped before reaching it. Ties go to the more specific one.
+    /// The most recent blocker that applied to `server`: its own or its pool class's, or the
+    /// fleet cap when a later scan stopped before reaching it. Even then a pool rule whose
+    /// holder was still down is the better answer: raising the cap would not have helped.
     fn last_blocker(&self, server: ServerId) -> Option<Blocker> {
         let class = usize::from(!self.backend_class[server]);
         let pool = self.pool_blocks[self.server_pool[server]][class];
-        later(later(self.server_blocks[server], pool), self.fleet_full).map(|(_, b)| b)
+        let own = later(self.server_blocks[server], pool);
+        match (own, self.fleet_full) {
+            (Some((round, blocker)), Some((full_round, full, at))) if full_round > round => {
+                let still_held = self.records[blocker.holder].end.is_none_or(|end| end > at);
+                Some(if blocker.rule.is_pool_rule() && still_held {
+                    blocker
+                } else {
+                    full
+                })
+            }
+            (Some((_, blocker)), _) => Some(blocker),
+            (None, full) => full.map(|(_, blocker, _)| blocker),
+        }
     }
 
     pub fn start(&mut self, server: ServerId, now: Millis) {
