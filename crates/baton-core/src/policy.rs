@@ -231,8 +231,8 @@ impl Occupancy {
         self.fleet_has_room()
     }
 
-    /// R5 for a site alone: lets the scheduler skip a full site's pools cheaply.
-    pub fn site_has_room(&self, site: SiteId) -> Result<(), Blocker> {
+    /// R5 for a site.
+    fn site_has_room(&self, site: SiteId) -> Result<(), Blocker> {
         match (self.site_cap[site], self.site_down[site].first()) {
             (Some(cap), Some(&(_, holder))) if self.site_down[site].len() >= cap as usize => {
                 Err(self.blocker(Rule::SiteCap(site), holder))
@@ -288,9 +288,5 @@ impl Occupancy {
         }
         self.fleet_down.remove(&(end, server));
         self.expected_end[server] = Millis::MAX;
-    }
-
-    pub fn fleet_down(&self) -> usize {
-        self.fleet_down.len()
     }
 }

@@ -158,12 +158,6 @@ impl Fleet {
             .position(|s| s.fqdn.eq_ignore_ascii_case(fqdn))
     }
 
-    pub fn pool_by_fqdn(&self, fqdn: &str) -> Option<PoolId> {
-        self.pools
-            .iter()
-            .position(|p| p.fqdn.eq_ignore_ascii_case(fqdn))
-    }
-
     /// The site of a server, if its pool has one.
     pub fn site_of(&self, server: ServerId) -> Option<SiteId> {
         self.pools[self.servers[server].pool].site

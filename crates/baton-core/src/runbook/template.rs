@@ -132,10 +132,6 @@ impl Template {
         }
         Ok(out)
     }
-
-    pub fn source(&self) -> &str {
-        &self.source
-    }
 }
 
 #[cfg(test)]

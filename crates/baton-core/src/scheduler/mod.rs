@@ -368,8 +368,4 @@ impl Scheduler {
     pub fn records(&self) -> &[ServerRecord] {
         self.records.all()
     }
-
-    pub fn strategy(&self) -> Strategy {
-        self.strategy
-    }
 }
