@@ -19,6 +19,10 @@ fn workload(fleet: &Fleet) -> Workload {
     build_workload(fleet, None).expect("every server has a duration")
 }
 
+fn baton_scheduler(fleet: &Fleet) -> Scheduler {
+    Scheduler::new(fleet, &workload(fleet).expected, Strategy::Baton)
+}
+
 fn plan_of(text: &str, strategy: Strategy) -> (Fleet, Report) {
     let fleet = fleet(text);
     let report = plan(&fleet, &workload(&fleet), strategy).expect("audited");
@@ -280,8 +284,7 @@ max_unavailable = 4
 fn a_failed_back_end_quarantines_its_pool_and_keeps_its_pair_safe() {
     let mut fleet = fleet(PAIR);
     fleet.max_failures = 5;
-    let durations = workload(&fleet).expected;
-    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let mut scheduler = baton_scheduler(&fleet);
     let id = |fqdn: &str| fleet.server_by_fqdn(fqdn).unwrap();
     let (be03, fe01) = (id("be03.contoso.com"), id("fe01.contoso.com"));
 
@@ -339,8 +342,7 @@ edition = "standard"
   expected_duration = "20m"
 "#,
     );
-    let durations = workload(&fleet).expected;
-    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let mut scheduler = baton_scheduler(&fleet);
     let (se01, se02) = (0, 1);
     assert_eq!(
         starts(&scheduler.handle(0, Event::Begin).unwrap()),
@@ -356,8 +358,7 @@ edition = "standard"
 #[test]
 fn past_max_failures_nothing_new_starts() {
     let fleet = fleet(PAIR); // max_failures defaults to 0
-    let durations = workload(&fleet).expected;
-    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let mut scheduler = baton_scheduler(&fleet);
     let id = |fqdn: &str| fleet.server_by_fqdn(fqdn).unwrap();
     scheduler.handle(0, Event::Begin).unwrap();
     assert!(
@@ -393,8 +394,7 @@ fn past_max_failures_nothing_new_starts() {
 #[test]
 fn pause_holds_new_starts_until_resume() {
     let fleet = fleet(PAIR);
-    let durations = workload(&fleet).expected;
-    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let mut scheduler = baton_scheduler(&fleet);
     let id = |fqdn: &str| fleet.server_by_fqdn(fqdn).unwrap();
     scheduler.handle(0, Event::Begin).unwrap();
     scheduler.handle(MIN, Event::Pause).unwrap();
@@ -414,8 +414,7 @@ fn pause_holds_new_starts_until_resume() {
 #[test]
 fn abort_drains_running_servers_and_starts_nothing() {
     let fleet = fleet(PAIR);
-    let durations = workload(&fleet).expected;
-    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let mut scheduler = baton_scheduler(&fleet);
     let id = |fqdn: &str| fleet.server_by_fqdn(fqdn).unwrap();
     scheduler.handle(0, Event::Begin).unwrap();
     assert!(scheduler.handle(MIN, Event::Abort).unwrap().is_empty());
@@ -451,8 +450,7 @@ fn abort_drains_running_servers_and_starts_nothing() {
 #[test]
 fn abort_ends_a_paused_rollout() {
     let fleet = fleet(PAIR);
-    let durations = workload(&fleet).expected;
-    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let mut scheduler = baton_scheduler(&fleet);
     let id = |fqdn: &str| fleet.server_by_fqdn(fqdn).unwrap();
     scheduler.handle(0, Event::Begin).unwrap();
     scheduler.handle(MIN, Event::Pause).unwrap();
@@ -476,8 +474,7 @@ fn abort_ends_a_paused_rollout() {
 #[test]
 fn wrong_events_are_refused_without_losing_state() {
     let fleet = fleet(PAIR);
-    let durations = workload(&fleet).expected;
-    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let mut scheduler = baton_scheduler(&fleet);
     let be02 = fleet.server_by_fqdn("be02.contoso.com").unwrap();
     scheduler.handle(10, Event::Begin).unwrap();
     assert!(matches!(
