@@ -1,6 +1,7 @@
-//! `baton`: plan and simulate pool-aware rolling updates.
+//! `baton`: plan and simulate pool-aware rolling updates, and drive them on a controller.
 
 mod inputs;
+mod operator;
 mod table;
 
 use anyhow::Result;
@@ -20,6 +21,15 @@ use std::process::ExitCode;
     about = "Pool-aware rolling updates for server fleets"
 )]
 struct Cli {
+    /// The controller's gRPC address, for the commands that talk to it (not plan, simulate).
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_CONTROLLER",
+        value_name = "URL",
+        default_value = operator::DEFAULT_CONTROLLER
+    )]
+    controller: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +65,8 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    #[command(flatten)]
+    Operator(operator::OperatorCommand),
 }
 
 #[derive(Args)]
@@ -152,6 +164,7 @@ fn run(cli: Cli) -> Result<()> {
                 &table::Heading::simulate(&loaded, &config),
             )
         }
+        Command::Operator(command) => operator::run(&cli.controller, command),
     }
 }
 
