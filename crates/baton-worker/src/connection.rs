@@ -1,0 +1,303 @@
+//! The stream to the controller: connect out, say `Hello`, send heartbeats, take assignments,
+//! forward what the executor reports; when anything fails, reconnect with backoff, forever.
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::future::Future;
+use std::time::Duration;
+
+use baton_proto::v1::worker_service_client::WorkerServiceClient;
+use baton_proto::v1::{ControllerMessage, WorkerMessage, controller_message};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tonic::{Code, Status};
+
+use crate::WorkerError;
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::executor::Executor;
+use crate::report::{self, Reporter};
+use crate::runner::Runner;
+
+/// Heartbeat period until the controller's `Welcome` says otherwise.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Messages queued for the current stream. Small on purpose: what sits here when a stream
+/// breaks is lost, while the executor's backlog waits safely in its own channel.
+const STREAM_BUFFER: usize = 4;
+
+/// Everything the worker needs to run.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `http://host:port` of the controller.
+    pub controller: String,
+    /// This server's name, as in the fleet file.
+    pub fqdn: String,
+    pub executor: Executor,
+    pub backoff: BackoffPolicy,
+    /// Per connection attempt.
+    pub connect_timeout: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(controller: impl Into<String>, fqdn: impl Into<String>, executor: Executor) -> Self {
+        Self {
+            controller: controller.into(),
+            fqdn: fqdn.into(),
+            executor,
+            backoff: BackoffPolicy::default(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Checks that `url` is a controller address the worker can use (`http://host:port`).
+pub fn validate_controller_url(url: &str) -> Result<(), WorkerError> {
+    endpoint(url).map(drop)
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, WorkerError> {
+    let invalid = |reason: String| WorkerError::InvalidControllerUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| invalid(error_chain(&e)))?;
+    let uri = endpoint.uri();
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(invalid(
+                "TLS (https) is not supported yet; use http://".into(),
+            ));
+        }
+        _ => return Err(invalid("expected http://HOST:PORT".into())),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid("no host".into()));
+    }
+    Ok(endpoint)
+}
+
+/// Runs the worker until `shutdown` completes; then stops a running assignment (killing its
+/// process) and returns. Connection failures are logged and retried, never returned.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let endpoint = endpoint(&config.controller)?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true)
+        // Pings find a dead connection (controller host gone, NAT dropped) within ~25 s,
+        // even when there is little to send.
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    let (report, outbox) = Reporter::channel();
+    let mut worker = Connection {
+        endpoint,
+        controller: config.controller,
+        fqdn: config.fqdn,
+        backoff: Backoff::new(config.backoff),
+        attempt: 0,
+        runner: Runner::new(config.executor, report),
+        outbox,
+        pending: None,
+    };
+    tokio::select! {
+        never = worker.run_forever() => match never {},
+        () = shutdown => tracing::info!("shutting down"),
+    }
+    worker.runner.shutdown().await;
+    Ok(())
+}
+
+struct Connection {
+    endpoint: Endpoint,
+    controller: String,
+    fqdn: String,
+    backoff: Backoff,
+    /// Connection attempts since the last `Welcome`.
+    attempt: u64,
+    runner: Runner,
+    /// Everything the executor reports, kept across streams.
+    outbox: mpsc::UnboundedReceiver<WorkerMessage>,
+    /// Taken from `outbox`, not yet handed to a stream (kept across streams too).
+    pending: Option<WorkerMessage>,
+}
+
+/// Why a stream ended.
+enum SessionEnd {
+    Unreachable(tonic::transport::Error),
+    /// The controller refused the call (e.g. ALREADY_EXISTS).
+    Refused(Status),
+    /// The controller ended the stream without an error.
+    Closed,
+    /// The stream broke or the controller ended it with an error.
+    Failed(Status),
+}
+
+impl Connection {
+    async fn run_forever(&mut self) -> Infallible {
+        loop {
+            self.attempt += 1;
+            tracing::info!(controller = %self.controller, fqdn = %self.fqdn, attempt = self.attempt, "connecting to the controller");
+            match self.session().await {
+                SessionEnd::Unreachable(err) => {
+                    tracing::warn!(controller = %self.controller, error = %error_chain(&err), "cannot reach the controller");
+                }
+                SessionEnd::Refused(status) => {
+                    self.log_status("controller refused the stream", &status)
+                }
+                SessionEnd::Closed => tracing::warn!("controller closed the stream"),
+                SessionEnd::Failed(status) => {
+                    self.log_status("stream to the controller failed", &status)
+                }
+            }
+            if let Some(running) = self.runner.running() {
+                tracing::info!(assignment = %running, "assignment keeps running; its messages wait for the next stream");
+            }
+            let delay = self.backoff.next_delay();
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "reconnecting after a delay"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn log_status(&self, what: &str, status: &Status) {
+        let message = status.message();
+        match status.code() {
+            Code::AlreadyExists => tracing::error!(
+                fqdn = %self.fqdn,
+                "{what}: another worker is already connected as {}: {message}",
+                self.fqdn
+            ),
+            Code::InvalidArgument | Code::FailedPrecondition => {
+                tracing::error!(code = ?status.code(), "{what}: {message}");
+            }
+            code => tracing::warn!(?code, "{what}: {message}"),
+        }
+    }
+
+    /// One stream, from connecting to its end.
+    async fn session(&mut self) -> SessionEnd {
+        let channel = match self.endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(err) => return SessionEnd::Unreachable(err),
+        };
+        let mut client = WorkerServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        // Queued before the stream starts, so Hello is always its first message.
+        let _ = tx.try_send(report::hello(&self.fqdn));
+        let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return SessionEnd::Refused(status),
+        };
+        tracing::info!("stream open; Hello sent");
+        let mut heartbeat = heartbeat_interval(DEFAULT_HEARTBEAT);
+        loop {
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => self.handle(message, &mut heartbeat),
+                    Ok(None) => return SessionEnd::Closed,
+                    Err(status) => return SessionEnd::Failed(status),
+                },
+                _ = heartbeat.tick() => {
+                    // A full buffer means the stream is backed up: a heartbeat adds nothing.
+                    let _ = tx.try_send(report::heartbeat());
+                }
+                // Take one message at a time and hand it over only when the stream has room,
+                // so a breaking stream loses at most what its small buffer holds.
+                Some(message) = self.outbox.recv(), if self.pending.is_none() => {
+                    self.pending = Some(message);
+                }
+                permit = tx.reserve(), if self.pending.is_some() => match permit {
+                    Ok(permit) => {
+                        if let Some(message) = self.pending.take() {
+                            permit.send(message);
+                        }
+                    }
+                    // tonic dropped the request stream: the call is over.
+                    Err(_) => return SessionEnd::Closed,
+                },
+            }
+        }
+    }
+
+    fn handle(&mut self, message: ControllerMessage, heartbeat: &mut Interval) {
+        match message.body {
+            Some(controller_message::Body::Welcome(welcome)) => {
+                let period = match welcome.heartbeat_interval_ms {
+                    0 => DEFAULT_HEARTBEAT,
+                    ms => Duration::from_millis(ms.into()),
+                };
+                *heartbeat = heartbeat_interval(period);
+                // A session was established: the next failure starts from a short delay.
+                self.backoff.reset();
+                self.attempt = 0;
+                if welcome.known {
+                    tracing::info!(note = %welcome.note, heartbeat_ms = period.as_millis() as u64, "welcomed by the controller");
+                } else {
+                    let note = if welcome.note.is_empty() {
+                        format!("{} is not in any fleet", self.fqdn)
+                    } else {
+                        welcome.note
+                    };
+                    tracing::warn!(
+                        "controller does not know this worker: {note}; staying connected, idle"
+                    );
+                }
+            }
+            Some(controller_message::Body::Assignment(assignment)) => {
+                tracing::info!(assignment = %assignment.assignment_id, rollout = %assignment.rollout_id, "assignment received");
+                self.runner.start(assignment);
+            }
+            None => tracing::debug!("empty message from the controller ignored"),
+        }
+    }
+}
+
+/// Ticks every `period`, the first after one period (not at once: Hello just went out).
+fn heartbeat_interval(period: Duration) -> Interval {
+    let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval
+}
+
+/// An error and its causes: tonic's transport errors say little at the top ("transport
+/// error") and the useful part ("Connection refused") below.
+fn error_chain(err: &dyn Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_urls() {
+        assert!(validate_controller_url("http://127.0.0.1:7411").is_ok());
+        assert!(validate_controller_url("http://controller.contoso.com:7411").is_ok());
+        for bad in [
+            "127.0.0.1:7411",
+            "https://c:7411",
+            "ftp://c",
+            "http://",
+            "not a url",
+        ] {
+            assert!(validate_controller_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! Runs an assignment's steps in order, with retries, and reports each attempt: for real in
+//! shell processes, or simulated (sleeps only) for demos and tests.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_proto::v1::{Assignment, Step};
+
+use crate::process::{self, AttemptOutcome};
+use crate::report::Reporter;
+use crate::shell;
+
+/// How assignments are carried out.
+#[derive(Debug, Clone)]
+pub enum Executor {
+    Shell(ShellExecutor),
+    Simulate(SimulateExecutor),
+}
+
+impl Executor {
+    /// Runs `assignment` to its end and reports everything, `AssignmentFinished` last.
+    /// Returns whether it succeeded.
+    pub async fn run(&self, assignment: &Assignment, report: &Reporter) -> bool {
+        let id = &assignment.assignment_id;
+        tracing::info!(
+            assignment = %id,
+            rollout = %assignment.rollout_id,
+            steps = assignment.steps.len(),
+            "assignment started"
+        );
+        let result = match self {
+            Self::Shell(shell) => shell.run(assignment, report).await,
+            Self::Simulate(simulate) => simulate.run(assignment, report).await,
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(assignment = %id, "assignment succeeded");
+                report.assignment_finished(id, true, String::new());
+                true
+            }
+            Err(detail) => {
+                tracing::warn!(assignment = %id, %detail, "assignment failed");
+                report.assignment_finished(id, false, detail);
+                false
+            }
+        }
+    }
+}
+
+/// Runs each step in a fresh shell process.
+#[derive(Debug, Clone, Default)]
+pub struct ShellExecutor {
+    /// `--shell PATH`: the program to run instead of `sh` / PowerShell (same arguments).
+    pub program: Option<PathBuf>,
+}
+
+impl ShellExecutor {
+    /// `Err(detail)` names the step that failed after its retries.
+    async fn run(&self, assignment: &Assignment, report: &Reporter) -> Result<(), String> {
+        let id = &assignment.assignment_id;
+        for (index, step) in (0u32..).zip(&assignment.steps) {
+            let attempts = step.retries.saturating_add(1);
+            let mut outcome = AttemptOutcome::Exited(0);
+            for attempt in 1..=attempts {
+                report.step_started(id, index, attempt);
+                tracing::info!(assignment = %id, step = %step.id, attempt, "step started");
+                outcome = self
+                    .attempt(&assignment.shell, step, id, index, report)
+                    .await;
+                report.step_finished(id, index, attempt, &outcome);
+                tracing::info!(assignment = %id, step = %step.id, attempt, ?outcome, "step finished");
+                if outcome.succeeded() {
+                    break;
+                }
+            }
+            if !outcome.succeeded() {
+                return Err(failure_detail(step, &outcome));
+            }
+        }
+        Ok(())
+    }
+
+    async fn attempt(
+        &self,
+        shell_name: &str,
+        step: &Step,
+        assignment_id: &str,
+        index: u32,
+        report: &Reporter,
+    ) -> AttemptOutcome {
+        let command = match shell::command_line(shell_name, self.program.as_deref(), &step.command)
+        {
+            Ok(command) => command,
+            Err(err) => return AttemptOutcome::CouldNotStart(err.to_string()),
+        };
+        let on_line = |line: String, stderr: bool| {
+            tracing::debug!(step = %step.id, stderr, "{line}");
+            report.step_output(assignment_id, index, line, stderr);
+        };
+        process::run_attempt(&command, step_timeout(step), &on_line).await
+    }
+}
+
+/// `timeout_ms == 0` means no timeout (proto3's default: an unset field).
+fn step_timeout(step: &Step) -> Option<Duration> {
+    (step.timeout_ms > 0).then(|| Duration::from_millis(step.timeout_ms))
+}
+
+/// `AssignmentFinished.detail` for a step that failed for good.
+fn failure_detail(step: &Step, outcome: &AttemptOutcome) -> String {
+    let id = &step.id;
+    match outcome {
+        AttemptOutcome::Exited(code) => format!("step {id} exited {code}"),
+        AttemptOutcome::Signaled(signal) => format!("step {id} was killed by signal {signal}"),
+        AttemptOutcome::TimedOut => {
+            format!(
+                "step {id} timed out after {}",
+                format_millis(step.timeout_ms)
+            )
+        }
+        AttemptOutcome::CouldNotStart(error) => format!("step {id} could not start: {error}"),
+    }
+}
+
+/// "200ms", "30s", "5m", "2h": the largest unit that divides exactly.
+fn format_millis(ms: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(3_600_000, "h"), (60_000, "m"), (1000, "s")];
+    UNITS
+        .iter()
+        .find(|(size, _)| ms > 0 && ms.is_multiple_of(*size))
+        .map_or_else(
+            || format!("{ms}ms"),
+            |(size, unit)| format!("{}{unit}", ms / size),
+        )
+}
+
+/// Pretends: every step succeeds after its share of the plan's expected duration, scaled.
+#[derive(Debug, Clone)]
+pub struct SimulateExecutor {
+    /// 1.0 = real time, 0.01 = a hundred times faster. Finite and not negative.
+    pub time_scale: f64,
+}
+
+impl Default for SimulateExecutor {
+    fn default() -> Self {
+        Self { time_scale: 1.0 }
+    }
+}
+
+impl SimulateExecutor {
+    async fn run(&self, assignment: &Assignment, report: &Reporter) -> Result<(), String> {
+        let id = &assignment.assignment_id;
+        let per_step = self.step_duration(assignment);
+        for (index, step) in (0u32..).zip(&assignment.steps) {
+            report.step_started(id, index, 1);
+            tracing::info!(assignment = %id, step = %step.id, ?per_step, "simulating step");
+            tokio::time::sleep(per_step).await;
+            report.step_finished(id, index, 1, &AttemptOutcome::Exited(0));
+        }
+        Ok(())
+    }
+
+    /// `expected_duration_ms × time_scale / number_of_steps`.
+    pub fn step_duration(&self, assignment: &Assignment) -> Duration {
+        if assignment.steps.is_empty() {
+            return Duration::ZERO;
+        }
+        let ms = assignment.expected_duration_ms as f64 * self.time_scale
+            / assignment.steps.len() as f64;
+        // Negative or NaN scale: no wait; absurdly long: as long as a Duration goes.
+        Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(if ms > 0.0 {
+            Duration::MAX
+        } else {
+            Duration::ZERO
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TempDir;
+    use baton_proto::v1::WorkerMessage;
+    use baton_proto::v1::worker_message::Body;
+
+    fn step(id: &str, command: &str) -> Step {
+        Step {
+            id: id.into(),
+            command: command.into(),
+            timeout_ms: 10_000,
+            retries: 0,
+        }
+    }
+
+    fn assignment(shell: &str, steps: Vec<Step>) -> Assignment {
+        Assignment {
+            assignment_id: "a1".into(),
+            rollout_id: "r1".into(),
+            shell: shell.into(),
+            steps,
+            expected_duration_ms: 0,
+        }
+    }
+
+    /// Runs to the end and returns every message sent, in order.
+    async fn run(executor: Executor, assignment: &Assignment) -> (bool, Vec<Body>) {
+        let (report, mut rx) = Reporter::channel();
+        let succeeded = executor.run(assignment, &report).await;
+        let mut bodies = Vec::new();
+        while let Ok(WorkerMessage { body }) = rx.try_recv() {
+            bodies.push(body.expect("every message has a body"));
+        }
+        (succeeded, bodies)
+    }
+
+    fn shell() -> Executor {
+        Executor::Shell(ShellExecutor::default())
+    }
+
+    fn finished(bodies: &[Body]) -> (bool, String) {
+        match bodies.last() {
+            Some(Body::AssignmentFinished(f)) => {
+                assert_eq!(f.assignment_id, "a1");
+                (f.succeeded, f.detail.clone())
+            }
+            other => panic!("last message is not AssignmentFinished: {other:?}"),
+        }
+    }
+
+    fn step_finishes(bodies: &[Body]) -> Vec<(u32, u32, i32, bool)> {
+        bodies
+            .iter()
+            .filter_map(|b| match b {
+                Body::StepFinished(f) => Some((f.step_index, f.attempt, f.exit_code, f.timed_out)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn starts(bodies: &[Body]) -> Vec<(u32, u32)> {
+        bodies
+            .iter()
+            .filter_map(|b| match b {
+                Body::StepStarted(s) => Some((s.step_index, s.attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn lines(bodies: &[Body], stderr: bool) -> Vec<String> {
+        bodies
+            .iter()
+            .filter_map(|b| match b {
+                Body::StepOutput(o) if o.stderr == stderr => Some(o.line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn success_streams_stdout_and_stderr_lines() {
+        let a = assignment(
+            "sh",
+            vec![
+                step("s1", "echo out1; echo err1 >&2; printf 'out2\\r\\n'"),
+                step("s2", "echo second"),
+            ],
+        );
+        let (succeeded, bodies) = run(shell(), &a).await;
+        assert!(succeeded);
+        assert_eq!(finished(&bodies), (true, String::new()));
+        assert_eq!(lines(&bodies, false), ["out1", "out2", "second"]);
+        assert_eq!(lines(&bodies, true), ["err1"]);
+        assert_eq!(starts(&bodies), [(0, 1), (1, 1)]);
+        assert_eq!(step_finishes(&bodies), [(0, 1, 0, false), (1, 1, 0, false)]);
+        // Per step: started, its output, finished.
+        assert!(matches!(bodies[0], Body::StepStarted(_)));
+        assert!(matches!(&bodies[4], Body::StepFinished(f) if f.step_index == 0));
+        assert!(
+            matches!(&bodies[6], Body::StepOutput(o) if o.step_index == 1 && o.line == "second")
+        );
+        assert_eq!(bodies.len(), 9);
+    }
+
+    #[tokio::test]
+    async fn non_zero_exit_fails_and_stops() {
+        let a = assignment(
+            "sh",
+            vec![step("install", "exit 3"), step("never", "echo no")],
+        );
+        let (succeeded, bodies) = run(shell(), &a).await;
+        assert!(!succeeded);
+        assert_eq!(finished(&bodies), (false, "step install exited 3".into()));
+        assert_eq!(starts(&bodies), [(0, 1)]);
+        assert_eq!(step_finishes(&bodies), [(0, 1, 3, false)]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_is_retried() {
+        let dir = TempDir::new();
+        let marker = dir.path().join("ran-once");
+        let command = format!(
+            "if [ -e '{m}' ]; then echo second; else touch '{m}'; echo first; exit 1; fi",
+            m = marker.display()
+        );
+        let mut s = step("flaky", &command);
+        s.retries = 2;
+        let (succeeded, bodies) = run(shell(), &assignment("sh", vec![s])).await;
+        assert!(succeeded);
+        assert_eq!(starts(&bodies), [(0, 1), (0, 2)]);
+        assert_eq!(step_finishes(&bodies), [(0, 1, 1, false), (0, 2, 0, false)]);
+        assert_eq!(lines(&bodies, false), ["first", "second"]);
+    }
+
+    #[tokio::test]
+    async fn retries_run_out() {
+        let mut s = step("s1", "exit 2");
+        s.retries = 2;
+        let (succeeded, bodies) = run(shell(), &assignment("sh", vec![s])).await;
+        assert!(!succeeded);
+        assert_eq!(starts(&bodies), [(0, 1), (0, 2), (0, 3)]);
+        assert_eq!(finished(&bodies), (false, "step s1 exited 2".into()));
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_process_group() {
+        let dir = TempDir::new();
+        let bg_pid = dir.path().join("bg.pid");
+        let sh_pid = dir.path().join("sh.pid");
+        // A background child (same process group) and the shell itself, both recorded.
+        let command = format!(
+            "sleep 5 & echo $! > '{}'; echo $$ > '{}'; echo waiting; wait",
+            bg_pid.display(),
+            sh_pid.display()
+        );
+        let mut s = step("slow", &command);
+        s.timeout_ms = 200;
+        let started = std::time::Instant::now();
+        let (succeeded, bodies) = run(shell(), &assignment("sh", vec![s])).await;
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+        assert!(!succeeded);
+        assert_eq!(step_finishes(&bodies), [(0, 1, -1, true)]);
+        assert_eq!(
+            finished(&bodies),
+            (false, "step slow timed out after 200ms".into())
+        );
+        assert_eq!(lines(&bodies, false), ["waiting"]);
+        for file in [bg_pid, sh_pid] {
+            let pid: u32 = std::fs::read_to_string(&file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(!is_running(pid), "pid {pid} from {file:?} is still running");
+        }
+    }
+
+    /// Gone, or a zombie waiting for its reaper: either way no longer running. SIGKILL is
+    /// delivered asynchronously, so this waits (bounded) for the kernel to finish the job.
+    fn is_running(pid: u32) -> bool {
+        let stat = format!("/proc/{pid}/stat");
+        if !std::path::Path::new("/proc/self/stat").exists() {
+            // Not Linux: ask `kill -0` (a zombie would count as running; good enough there).
+            return std::process::Command::new("kill")
+                .args(["-0", &pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+        }
+        for _ in 0..200 {
+            match std::fs::read_to_string(&stat) {
+                Err(_) => return false,
+                // The state follows the parenthesised command name.
+                Ok(text) => match text
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                {
+                    Some("Z" | "X") => return false,
+                    _ => std::thread::sleep(Duration::from_millis(10)),
+                },
+            }
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn a_missing_shell_is_a_step_error() {
+        let executor = Executor::Shell(ShellExecutor {
+            program: Some("/nonexistent".into()),
+        });
+        let (succeeded, bodies) = run(executor, &assignment("sh", vec![step("s1", "true")])).await;
+        assert!(!succeeded);
+        let Some(Body::StepFinished(f)) = bodies.get(1) else {
+            panic!("expected StepFinished: {bodies:?}")
+        };
+        assert_eq!((f.exit_code, f.timed_out), (-1, false));
+        assert!(f.error.contains("/nonexistent"), "{}", f.error);
+        let (_, detail) = finished(&bodies);
+        assert!(
+            detail.starts_with("step s1 could not start: /nonexistent"),
+            "{detail}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_shell_is_a_step_error() {
+        let (succeeded, bodies) = run(shell(), &assignment("bash", vec![step("s1", "true")])).await;
+        assert!(!succeeded);
+        let (_, detail) = finished(&bodies);
+        assert_eq!(
+            detail,
+            "step s1 could not start: unknown shell \"bash\" (expected \"sh\" or \"powershell\")"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn powershell_gets_no_profile_non_interactive_command() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new();
+        let record = dir.path().join("args.txt");
+        let shim = dir.path().join("fake-powershell");
+        std::fs::write(
+            &shim,
+            format!(
+                "#!/bin/sh\nfor arg in \"$@\"; do printf '%s\\n' \"$arg\" >> '{}'; done\necho ok\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let executor = Executor::Shell(ShellExecutor {
+            program: Some(shim),
+        });
+        let mut s = step("iis", "Stop-Service W3SVC; Write-Output 'done'");
+        // Exec of a just-written script can fail with ETXTBSY while another test thread forks
+        // (it briefly inherits the write handle); a failed exec records nothing, so retry it.
+        s.retries = 3;
+        let (succeeded, bodies) = run(executor, &assignment("powershell", vec![s])).await;
+        assert!(succeeded, "{bodies:?}");
+        assert_eq!(lines(&bodies, false), ["ok"]);
+        let recorded = std::fs::read_to_string(&record).unwrap();
+        assert_eq!(
+            recorded.lines().collect::<Vec<_>>(),
+            [
+                "-NoProfile",
+                "-NonInteractive",
+                "-Command",
+                "Stop-Service W3SVC; Write-Output 'done'"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_steps_succeeds() {
+        let (succeeded, bodies) = run(shell(), &assignment("sh", vec![])).await;
+        assert!(succeeded);
+        assert_eq!(bodies.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn simulate_sleeps_a_scaled_share_per_step() {
+        let mut a = assignment("powershell", vec![step("s1", "x"), step("s2", "y")]);
+        a.expected_duration_ms = 10_000;
+        let executor = Executor::Simulate(SimulateExecutor { time_scale: 0.5 });
+        let (report, mut rx) = Reporter::channel();
+        let start = tokio::time::Instant::now();
+        let run = tokio::spawn({
+            let a = a.clone();
+            async move { executor.run(&a, &report).await }
+        });
+
+        let mut at = Vec::new();
+        while let Some(message) = rx.recv().await {
+            at.push((start.elapsed(), message.body.unwrap()));
+        }
+        assert!(run.await.unwrap());
+        let timeline: Vec<(u64, &str)> = at
+            .iter()
+            .map(|(t, body)| {
+                let kind = match body {
+                    Body::StepStarted(_) => "started",
+                    Body::StepFinished(f) => {
+                        assert_eq!((f.exit_code, f.attempt), (0, 1));
+                        "finished"
+                    }
+                    Body::AssignmentFinished(f) => {
+                        assert!(f.succeeded);
+                        "done"
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                (t.as_millis() as u64, kind)
+            })
+            .collect();
+        assert_eq!(
+            timeline,
+            [
+                (0, "started"),
+                (2500, "finished"),
+                (2500, "started"),
+                (5000, "finished"),
+                (5000, "done")
+            ]
+        );
+    }
+
+    #[test]
+    fn simulate_step_duration() {
+        let mut a = assignment("sh", vec![step("s1", "x"); 4]);
+        a.expected_duration_ms = 60_000;
+        let sim = |time_scale, a: &Assignment| SimulateExecutor { time_scale }.step_duration(a);
+        assert_eq!(sim(1.0, &a), Duration::from_secs(15));
+        assert_eq!(sim(0.01, &a), Duration::from_millis(150));
+        assert_eq!(sim(0.0, &a), Duration::ZERO);
+        a.steps.clear();
+        assert_eq!(sim(1.0, &a), Duration::ZERO);
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(format_millis(200), "200ms");
+        assert_eq!(format_millis(1500), "1500ms");
+        assert_eq!(format_millis(30_000), "30s");
+        assert_eq!(format_millis(300_000), "5m");
+        assert_eq!(format_millis(7_200_000), "2h");
+        assert_eq!(format_millis(0), "0ms");
+    }
+}

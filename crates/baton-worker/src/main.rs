@@ -1,0 +1,133 @@
+//! `baton-worker`: runs on every server, connects out to the Baton controller, runs the steps
+//! it is assigned.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use baton_worker::{Executor, ShellExecutor, SimulateExecutor, WorkerConfig};
+use clap::{Parser, ValueEnum, builder::NonEmptyStringValueParser};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "baton-worker", version, about)]
+struct Args {
+    /// The controller's worker endpoint, e.g. http://controller:7411.
+    #[arg(long, env = "BATON_CONTROLLER", value_parser = parse_controller)]
+    controller: String,
+
+    /// This server's name, exactly as written in the fleet file.
+    #[arg(long, env = "BATON_FQDN", value_parser = NonEmptyStringValueParser::new())]
+    fqdn: String,
+
+    /// Program to run instead of `sh` / PowerShell (given the same arguments).
+    #[arg(long, value_name = "PATH")]
+    shell: Option<PathBuf>,
+
+    /// `shell` runs steps for real; `simulate` only waits (demos, tests).
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Shell)]
+    executor: ExecutorKind,
+
+    /// For `--executor simulate`: multiplies the plan's expected durations (0.01 = 100× faster).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_time_scale)]
+    time_scale: f64,
+
+    /// Log line format on stderr (filter with RUST_LOG; default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExecutorKind {
+    Shell,
+    Simulate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_controller(url: &str) -> Result<String, String> {
+    baton_worker::validate_controller_url(url)
+        .map(|()| url.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_time_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale >= 0.0 => Ok(scale),
+        _ => Err(format!("{text:?} is not a non-negative number")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format);
+
+    let executor = match args.executor {
+        ExecutorKind::Shell => Executor::Shell(ShellExecutor {
+            program: args.shell,
+        }),
+        ExecutorKind::Simulate => Executor::Simulate(SimulateExecutor {
+            time_scale: args.time_scale,
+        }),
+    };
+    tracing::info!(
+        version = baton_worker::VERSION,
+        controller = %args.controller,
+        fqdn = %args.fqdn,
+        executor = ?args.executor,
+        "baton-worker starting"
+    );
+    let config = WorkerConfig::new(args.controller, args.fqdn, executor);
+    baton_worker::run(config, shutdown_signal())
+        .await
+        .context("baton-worker")?;
+    tracing::info!("baton-worker stopped");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours only for a person watching, not in a service log file.
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Ctrl-C, or (Unix) SIGTERM from a service manager.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

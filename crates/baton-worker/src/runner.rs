@@ -1,0 +1,160 @@
+//! At most one assignment at a time. Runs it in its own task so it outlives a dropped
+//! connection; refuses a second assignment while one runs.
+
+use std::sync::Arc;
+
+use baton_proto::v1::Assignment;
+use tokio::task::JoinHandle;
+
+use crate::executor::Executor;
+use crate::report::Reporter;
+
+/// What [`Runner::start`] did with an assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    Running,
+    /// Another assignment runs: this one was finished at once as failed.
+    RejectedBusy {
+        running: String,
+    },
+    /// This very assignment already runs (sent again, e.g. after a reconnect): ignored; the
+    /// running one reports as usual.
+    AlreadyRunning,
+}
+
+pub struct Runner {
+    executor: Arc<Executor>,
+    report: Reporter,
+    current: Option<Running>,
+}
+
+struct Running {
+    id: String,
+    task: JoinHandle<bool>,
+}
+
+impl Runner {
+    pub fn new(executor: Executor, report: Reporter) -> Self {
+        Self {
+            executor: Arc::new(executor),
+            report,
+            current: None,
+        }
+    }
+
+    /// The id of the assignment now running, if any.
+    pub fn running(&self) -> Option<&str> {
+        self.current
+            .as_ref()
+            .filter(|running| !running.task.is_finished())
+            .map(|running| running.id.as_str())
+    }
+
+    /// Starts `assignment` in the background, unless one already runs.
+    pub fn start(&mut self, assignment: Assignment) -> Started {
+        if let Some(running) = self.running() {
+            if running == assignment.assignment_id {
+                tracing::warn!(assignment = %running, "assignment sent again while it runs; ignored");
+                return Started::AlreadyRunning;
+            }
+            let running = running.to_owned();
+            tracing::warn!(
+                assignment = %assignment.assignment_id,
+                %running,
+                "refusing a second assignment while one runs"
+            );
+            self.report.assignment_finished(
+                &assignment.assignment_id,
+                false,
+                format!("worker busy with assignment {running}"),
+            );
+            return Started::RejectedBusy { running };
+        }
+        let executor = Arc::clone(&self.executor);
+        let report = self.report.clone();
+        let id = assignment.assignment_id.clone();
+        let task = tokio::spawn(async move { executor.run(&assignment, &report).await });
+        self.current = Some(Running { id, task });
+        Started::Running
+    }
+
+    /// Stops the running assignment, if any: its task is dropped, which kills the step's
+    /// process (group). Returns once that is done.
+    pub async fn shutdown(&mut self) {
+        if let Some(running) = self.current.take() {
+            if !running.task.is_finished() {
+                tracing::info!(assignment = %running.id, "stopping the running assignment");
+            }
+            running.task.abort();
+            let _ = running.task.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::SimulateExecutor;
+    use baton_proto::v1::Step;
+    use baton_proto::v1::worker_message::Body;
+
+    fn assignment(id: &str) -> Assignment {
+        Assignment {
+            assignment_id: id.into(),
+            rollout_id: "r1".into(),
+            shell: "sh".into(),
+            steps: vec![Step {
+                id: "s1".into(),
+                command: "true".into(),
+                timeout_ms: 0,
+                retries: 0,
+            }],
+            expected_duration_ms: 60_000,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_assignment_is_refused_while_one_runs() {
+        let (report, mut rx) = Reporter::channel();
+        let mut runner = Runner::new(Executor::Simulate(SimulateExecutor::default()), report);
+
+        assert_eq!(runner.start(assignment("a1")), Started::Running);
+        // a1 has begun its (simulated, minute-long) step.
+        let first = rx.recv().await.unwrap().body.unwrap();
+        assert!(matches!(first, Body::StepStarted(s) if s.assignment_id == "a1"));
+
+        assert_eq!(
+            runner.start(assignment("a2")),
+            Started::RejectedBusy {
+                running: "a1".into()
+            }
+        );
+        match rx.recv().await.unwrap().body.unwrap() {
+            Body::AssignmentFinished(f) => {
+                assert_eq!(f.assignment_id, "a2");
+                assert!(!f.succeeded);
+                assert_eq!(f.detail, "worker busy with assignment a1");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(runner.start(assignment("a1")), Started::AlreadyRunning);
+
+        // a1 carries on and finishes; then a new one is taken.
+        assert!(matches!(
+            rx.recv().await.unwrap().body.unwrap(),
+            Body::StepFinished(_)
+        ));
+        assert!(matches!(
+            rx.recv().await.unwrap().body.unwrap(),
+            Body::AssignmentFinished(f) if f.assignment_id == "a1" && f.succeeded
+        ));
+        // The task may still be returning; wait for it rather than racing it.
+        if let Some(running) = runner.current.as_mut() {
+            (&mut running.task).await.unwrap();
+        }
+        assert_eq!(runner.running(), None);
+        assert_eq!(runner.start(assignment("a3")), Started::Running);
+        runner.shutdown().await;
+        assert_eq!(runner.running(), None);
+    }
+}

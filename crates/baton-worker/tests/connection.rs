@@ -1,0 +1,434 @@
+//! The connection loop against a fake controller on loopback: Hello first, Welcome, an
+//! assignment's messages in order, heartbeats, refusal and reconnects, a busy worker, and an
+//! assignment that outlives its stream.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use baton_proto::v1::worker_message::Body;
+use baton_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
+use baton_proto::v1::{
+    Assignment, ControllerMessage, Step, Welcome, WorkerMessage, controller_message,
+};
+use baton_worker::{BackoffPolicy, Executor, ShellExecutor, WorkerConfig};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Safety bound only: every wait below is on a channel.
+const BOUND: Duration = Duration::from_secs(20);
+
+async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// One accepted stream, as the test sees it.
+struct Conn {
+    inbound: mpsc::UnboundedReceiver<WorkerMessage>,
+    outbound: mpsc::UnboundedSender<Result<ControllerMessage, Status>>,
+}
+
+impl Conn {
+    /// The next message that is not a heartbeat.
+    async fn next(&mut self) -> Body {
+        loop {
+            let message = bounded("a worker message", self.inbound.recv())
+                .await
+                .expect("stream from the worker ended");
+            match message.body.expect("message without body") {
+                Body::Heartbeat(_) => continue,
+                body => return body,
+            }
+        }
+    }
+
+    async fn next_heartbeat(&mut self) {
+        loop {
+            let message = bounded("a heartbeat", self.inbound.recv())
+                .await
+                .expect("stream from the worker ended");
+            if let Some(Body::Heartbeat(_)) = message.body {
+                return;
+            }
+        }
+    }
+
+    async fn expect_hello(&mut self, fqdn: &str) {
+        match self.next().await {
+            Body::Hello(hello) => {
+                assert_eq!(hello.fqdn, fqdn);
+                assert_eq!(hello.version, env!("CARGO_PKG_VERSION"));
+                assert_eq!(hello.platform, std::env::consts::OS);
+            }
+            other => panic!("first message is not Hello: {other:?}"),
+        }
+    }
+
+    fn send(&self, body: controller_message::Body) {
+        self.outbound
+            .send(Ok(ControllerMessage { body: Some(body) }))
+            .expect("stream to the worker is gone");
+    }
+
+    fn welcome(&self, known: bool, heartbeat_interval_ms: u32) {
+        self.send(controller_message::Body::Welcome(Welcome {
+            known,
+            note: if known {
+                String::new()
+            } else {
+                "be01 is not in any fleet".into()
+            },
+            heartbeat_interval_ms,
+        }));
+    }
+
+    fn assign(&self, assignment: Assignment) {
+        self.send(controller_message::Body::Assignment(assignment));
+    }
+}
+
+/// A `WorkerService` that hands every accepted stream to the test, after refusing the first
+/// few calls with the statuses in `refusals`.
+struct FakeController {
+    conns: mpsc::UnboundedSender<Conn>,
+    refusals: Mutex<VecDeque<Status>>,
+}
+
+#[tonic::async_trait]
+impl WorkerService for FakeController {
+    type SessionStream = UnboundedReceiverStream<Result<ControllerMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<WorkerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        if let Some(status) = self.refusals.lock().unwrap().pop_front() {
+            return Err(status);
+        }
+        let mut stream = request.into_inner();
+        let (in_tx, inbound) = mpsc::unbounded_channel();
+        let (outbound, out_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = stream.message().await {
+                if in_tx.send(message).is_err() {
+                    break;
+                }
+            }
+        });
+        let _ = self.conns.send(Conn { inbound, outbound });
+        Ok(Response::new(UnboundedReceiverStream::new(out_rx)))
+    }
+}
+
+struct Harness {
+    conns: mpsc::UnboundedReceiver<Conn>,
+    stop_worker: Option<oneshot::Sender<()>>,
+    worker: JoinHandle<Result<(), baton_worker::WorkerError>>,
+    server: JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start(fqdn: &str, refusals: Vec<Status>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conns_tx, conns) = mpsc::unbounded_channel();
+        let fake = FakeController {
+            conns: conns_tx,
+            refusals: Mutex::new(refusals.into()),
+        };
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(WorkerServiceServer::new(fake))
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+
+        let mut config = WorkerConfig::new(
+            format!("http://{addr}"),
+            fqdn,
+            Executor::Shell(ShellExecutor::default()),
+        );
+        // Quick reconnects keep the test fast; the policy itself is unit-tested.
+        config.backoff = BackoffPolicy {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        };
+        let (stop_worker, stopped) = oneshot::channel::<()>();
+        let worker = tokio::spawn(baton_worker::run(config, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            conns,
+            stop_worker: Some(stop_worker),
+            worker,
+            server,
+        }
+    }
+
+    async fn next_conn(&mut self) -> Conn {
+        bounded("a connection", self.conns.recv())
+            .await
+            .expect("fake controller gone")
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop_worker.take() {
+            let _ = stop.send(());
+        }
+        bounded("the worker to stop", &mut self.worker)
+            .await
+            .expect("worker task panicked")
+            .expect("worker returned an error");
+        self.server.abort();
+    }
+}
+
+fn sh_step(id: &str, command: &str) -> Step {
+    Step {
+        id: id.into(),
+        command: command.into(),
+        timeout_ms: 30_000,
+        retries: 0,
+    }
+}
+
+fn assignment(id: &str, steps: Vec<Step>) -> Assignment {
+    Assignment {
+        assignment_id: id.into(),
+        rollout_id: "r1".into(),
+        shell: "sh".into(),
+        steps,
+        expected_duration_ms: 1000,
+    }
+}
+
+/// A scratch directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "baton-worker-conn-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn runs_an_assignment_and_reconnects_when_the_stream_ends() {
+    let mut h = Harness::start("web01.contoso.com", vec![]).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web01.contoso.com").await;
+    conn.welcome(true, 50);
+    conn.assign(assignment(
+        "a1",
+        vec![
+            sh_step("prepare", "echo one; echo oops >&2"),
+            sh_step("install", "echo two"),
+        ],
+    ));
+
+    // Step 0: started, its two lines (stdout and stderr may interleave), finished.
+    match conn.next().await {
+        Body::StepStarted(s) => {
+            assert_eq!(
+                (s.assignment_id.as_str(), s.step_index, s.attempt),
+                ("a1", 0, 1)
+            )
+        }
+        other => panic!("expected StepStarted: {other:?}"),
+    }
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        match conn.next().await {
+            Body::StepOutput(o) => {
+                assert_eq!((o.assignment_id.as_str(), o.step_index), ("a1", 0));
+                lines.push((o.line, o.stderr));
+            }
+            other => panic!("expected StepOutput: {other:?}"),
+        }
+    }
+    lines.sort();
+    assert_eq!(
+        lines,
+        [("one".to_owned(), false), ("oops".to_owned(), true)]
+    );
+    match conn.next().await {
+        Body::StepFinished(f) => {
+            assert_eq!((f.step_index, f.attempt, f.exit_code), (0, 1, 0));
+            assert!(!f.timed_out);
+            assert!(f.error.is_empty());
+        }
+        other => panic!("expected StepFinished: {other:?}"),
+    }
+
+    // Step 1.
+    assert!(
+        matches!(conn.next().await, Body::StepStarted(s) if s.step_index == 1 && s.attempt == 1)
+    );
+    assert!(
+        matches!(conn.next().await, Body::StepOutput(o) if o.step_index == 1 && o.line == "two" && !o.stderr)
+    );
+    assert!(
+        matches!(conn.next().await, Body::StepFinished(f) if f.step_index == 1 && f.exit_code == 0)
+    );
+    match conn.next().await {
+        Body::AssignmentFinished(f) => {
+            assert_eq!(f.assignment_id, "a1");
+            assert!(f.succeeded, "{}", f.detail);
+        }
+        other => panic!("expected AssignmentFinished: {other:?}"),
+    }
+
+    // The controller ends the stream: the worker comes back with a new Hello.
+    drop(conn);
+    let mut again = h.next_conn().await;
+    again.expect_hello("web01.contoso.com").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_worker_stays_connected_and_sends_heartbeats() {
+    let mut h = Harness::start("be01", vec![]).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("be01").await;
+    conn.welcome(false, 10);
+    for _ in 0..3 {
+        conn.next_heartbeat().await;
+    }
+    // Still the same stream: no reconnect happened.
+    assert!(h.conns.try_recv().is_err());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_retried() {
+    let refusals = vec![
+        Status::already_exists("web01 already has a stream"),
+        Status::invalid_argument("try again"),
+    ];
+    let mut h = Harness::start("web01", refusals).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web01").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_worker_refuses_and_its_assignment_outlives_the_stream() {
+    let dir = TempDir::new();
+    let go = dir.path().join("go");
+    let mut h = Harness::start("web02", vec![]).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web02").await;
+    conn.welcome(true, 1000);
+    // Waits for the test to create `go` (polling inside the shell, not in the test).
+    let wait = format!(
+        "while [ ! -e '{}' ]; do sleep 0.01; done; echo went",
+        go.display()
+    );
+    conn.assign(assignment("a1", vec![sh_step("wait", &wait)]));
+    assert!(matches!(conn.next().await, Body::StepStarted(s) if s.assignment_id == "a1"));
+
+    conn.assign(assignment("a2", vec![sh_step("other", "true")]));
+    match conn.next().await {
+        Body::AssignmentFinished(f) => {
+            assert_eq!(f.assignment_id, "a2");
+            assert!(!f.succeeded);
+            assert_eq!(f.detail, "worker busy with assignment a1");
+        }
+        other => panic!("expected a2 refused: {other:?}"),
+    }
+
+    // The stream ends while a1 runs; a1 finishes and reports on the next stream.
+    drop(conn);
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web02").await;
+    conn.welcome(true, 1000);
+    std::fs::write(&go, "").unwrap();
+    assert!(
+        matches!(conn.next().await, Body::StepOutput(o) if o.assignment_id == "a1" && o.line == "went")
+    );
+    assert!(
+        matches!(conn.next().await, Body::StepFinished(f) if f.assignment_id == "a1" && f.exit_code == 0)
+    );
+    assert!(
+        matches!(conn.next().await, Body::AssignmentFinished(f) if f.assignment_id == "a1" && f.succeeded)
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_the_worker_kills_the_running_step() {
+    let dir = TempDir::new();
+    let pid_file = dir.path().join("sleep.pid");
+    let mut h = Harness::start("web03", vec![]).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web03").await;
+    conn.welcome(true, 1000);
+    let command = format!(
+        "sleep 30 & echo $! > '{}'; echo started; wait",
+        pid_file.display()
+    );
+    conn.assign(assignment("a1", vec![sh_step("long", &command)]));
+    assert!(matches!(conn.next().await, Body::StepStarted(_)));
+    assert!(matches!(conn.next().await, Body::StepOutput(o) if o.line == "started"));
+
+    h.stop().await;
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !still_running(pid),
+        "step process {pid} survived the worker"
+    );
+}
+
+/// Whether `pid` still runs (Linux: a zombie counts as ended). SIGKILL lands asynchronously,
+/// so this gives the kernel a bounded moment to finish the job.
+fn still_running(pid: u32) -> bool {
+    let stat = format!("/proc/{pid}/stat");
+    if !Path::new("/proc/self/stat").exists() {
+        return std::process::Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+    }
+    for _ in 0..200 {
+        match std::fs::read_to_string(&stat) {
+            Err(_) => return false,
+            Ok(text) => match text
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                Some("Z" | "X") => return false,
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            },
+        }
+    }
+    true
+}
