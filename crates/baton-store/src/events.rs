@@ -1,0 +1,154 @@
+//! The append-only event log: per rollout, events numbered 1, 2, 3 … with no gap.
+//!
+//! Appending bumps the rollout's `last_seq` and inserts the event in one transaction. The
+//! `UPDATE` takes the rollout row's lock (PostgreSQL) or the database's write lock (SQLite) before
+//! it reads `last_seq`, so concurrent appenders, from any connection or process, queue up and each
+//! gets the next number. The primary key (rollout_id, seq) backs this up: should two appends ever
+//! pick the same seq, one fails and is retried (as are PostgreSQL deadlocks and serialization
+//! failures), up to 20 attempts.
+
+use std::time::Duration;
+
+use crate::{Backend, EventRow, NewEvent, Store, StoreError, now_ms, with_pool};
+
+/// Attempts per append before a conflict is reported as an error.
+const MAX_ATTEMPTS: u32 = 20;
+
+macro_rules! columns {
+    () => {
+        "rollout_id, seq, at_ms, server, pool, kind, detail"
+    };
+}
+
+impl Store {
+    /// Appends one event to its rollout's log, numbered one past the rollout's last event and
+    /// stamped with the system clock. Fails with [`StoreError::RolloutNotFound`] if the rollout
+    /// does not exist.
+    pub async fn append_event(&self, event: &NewEvent) -> Result<EventRow, StoreError> {
+        const BUMP: &str =
+            "UPDATE rollouts SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq";
+        const INSERT: &str = concat!(
+            "INSERT INTO events (",
+            columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        );
+        let id = event.rollout_id;
+        let mut attempt = 1;
+        loop {
+            let at_ms = now_ms();
+            let appended = with_pool!(self, |p| {
+                async {
+                    let mut tx = p.begin().await?;
+                    let seq: Option<i64> = sqlx::query_scalar(BUMP)
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(seq) = seq else {
+                        // No such rollout; dropping the transaction rolls it back.
+                        return Ok(None);
+                    };
+                    sqlx::query(INSERT)
+                        .bind(id)
+                        .bind(seq)
+                        .bind(at_ms)
+                        .bind(&event.server)
+                        .bind(&event.pool)
+                        .bind(&event.kind)
+                        .bind(&event.detail)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(Some(seq))
+                }
+                .await
+            });
+            match appended {
+                Ok(Some(seq)) => {
+                    return Ok(EventRow {
+                        rollout_id: id,
+                        seq,
+                        at_ms,
+                        server: event.server.clone(),
+                        pool: event.pool.clone(),
+                        kind: event.kind.clone(),
+                        detail: event.detail.clone(),
+                    });
+                }
+                Ok(None) => return Err(StoreError::RolloutNotFound { id }),
+                Err(cause) if attempt < MAX_ATTEMPTS && is_conflict(self.backend(), &cause) => {
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
+                    attempt += 1;
+                }
+                Err(cause) => {
+                    let what = if attempt > 1 {
+                        format!(
+                            "appending a {:?} event to rollout {id} (attempt {attempt})",
+                            event.kind
+                        )
+                    } else {
+                        format!("appending a {:?} event to rollout {id}", event.kind)
+                    };
+                    return Err(StoreError::Query { what, cause });
+                }
+            }
+        }
+    }
+
+    /// A rollout's events with `seq > after_seq`, in ascending seq order, at most `limit` of them
+    /// when given (`Some(0)` or less: none). `after_seq = 0` starts from the first event.
+    pub async fn events(
+        &self,
+        rollout_id: i64,
+        after_seq: i64,
+        limit: Option<i64>,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        const ALL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM events WHERE rollout_id = $1 AND seq > $2 ORDER BY seq"
+        );
+        const SOME: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM events WHERE rollout_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        );
+        let what = || format!("reading the events of rollout {rollout_id} after seq {after_seq}");
+        match limit {
+            Some(limit) if limit <= 0 => Ok(Vec::new()),
+            Some(limit) => with_pool!(self, |p| {
+                sqlx::query_as::<_, EventRow>(SOME)
+                    .bind(rollout_id)
+                    .bind(after_seq)
+                    .bind(limit)
+                    .fetch_all(p)
+                    .await
+            })
+            .map_err(StoreError::query(what())),
+            None => with_pool!(self, |p| {
+                sqlx::query_as::<_, EventRow>(ALL)
+                    .bind(rollout_id)
+                    .bind(after_seq)
+                    .fetch_all(p)
+                    .await
+            })
+            .map_err(StoreError::query(what())),
+        }
+    }
+}
+
+/// Whether an append failed only because another one got in its way, so trying again can work.
+/// (SQLite's "database is locked" is not among them: the connection already waited its busy
+/// timeout for the lock.)
+fn is_conflict(backend: Backend, error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    if db.is_unique_violation() {
+        return true;
+    }
+    match backend {
+        // serialization_failure, deadlock_detected, lock_not_available
+        Backend::Postgres => matches!(db.code().as_deref(), Some("40001" | "40P01" | "55P03")),
+        Backend::Sqlite => false,
+    }
+}

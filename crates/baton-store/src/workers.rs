@@ -1,0 +1,89 @@
+//! Workers: the agents that have connected to the controller, and their liveness.
+
+use crate::{Store, StoreError, WorkerRow, now_ms, with_pool};
+
+impl Store {
+    /// Registers a worker, or updates it if its fqdn is known: version, platform, `known`,
+    /// connected, last heartbeat now.
+    pub async fn worker_connected(
+        &self,
+        fqdn: &str,
+        version: &str,
+        platform: &str,
+        known: bool,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO workers \
+             (fqdn, version, platform, known, connected, last_heartbeat_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (fqdn) DO UPDATE SET version = excluded.version, \
+             platform = excluded.platform, known = excluded.known, \
+             connected = excluded.connected, last_heartbeat_ms = excluded.last_heartbeat_ms";
+        let now = now_ms();
+        with_pool!(self, |p| {
+            sqlx::query(SQL)
+                .bind(fqdn)
+                .bind(version)
+                .bind(platform)
+                .bind(known)
+                .bind(true)
+                .bind(now)
+                .execute(p)
+                .await
+                .map(|_| ())
+        })
+        .map_err(StoreError::query(format!("registering worker {fqdn}")))?;
+        Ok(())
+    }
+
+    /// Records a heartbeat now. Fails with [`StoreError::WorkerNotFound`] for a worker that
+    /// never connected.
+    pub async fn worker_heartbeat(&self, fqdn: &str) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE workers SET last_heartbeat_ms = $2 WHERE fqdn = $1";
+        let now = now_ms();
+        let updated = with_pool!(self, |p| {
+            sqlx::query(SQL)
+                .bind(fqdn)
+                .bind(now)
+                .execute(p)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(StoreError::query(format!(
+            "recording a heartbeat of worker {fqdn}"
+        )))?;
+        if updated == 0 {
+            return Err(StoreError::WorkerNotFound {
+                fqdn: fqdn.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks a worker disconnected. A worker that never connected is left alone (no error), so
+    /// a stream that ends before registering can be cleaned up the same way.
+    pub async fn worker_disconnected(&self, fqdn: &str) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE workers SET connected = $2 WHERE fqdn = $1";
+        with_pool!(self, |p| {
+            sqlx::query(SQL)
+                .bind(fqdn)
+                .bind(false)
+                .execute(p)
+                .await
+                .map(|_| ())
+        })
+        .map_err(StoreError::query(format!(
+            "marking worker {fqdn} disconnected"
+        )))?;
+        Ok(())
+    }
+
+    /// Every worker ever registered, ordered by fqdn (byte order on both backends).
+    pub async fn workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
+        const SQL: &str = "SELECT fqdn, version, platform, known, connected, last_heartbeat_ms \
+             FROM workers ORDER BY fqdn";
+        with_pool!(self, |p| {
+            sqlx::query_as::<_, WorkerRow>(SQL).fetch_all(p).await
+        })
+        .map_err(StoreError::query("listing workers"))
+    }
+}

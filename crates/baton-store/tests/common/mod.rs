@@ -1,0 +1,575 @@
+//! The store test suite, written once against the `Store` API, and the helpers that give each
+//! test a fresh database on every backend (see `store.rs` for where they run).
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use baton_store::{Backend, EventRow, NewEvent, NewRollout, Store, StoreError, now_ms};
+use sqlx::Connection as _;
+
+// ---------------------------------------------------------------------------------------------
+// Fresh databases
+
+/// A folder under the system temp dir, removed (with its contents) on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "baton-store-test-{}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            now_ms()
+        ));
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// `sqlite://` URL of a database file in this folder.
+    pub fn sqlite_url(&self, file: &str) -> String {
+        format!("sqlite://{}", self.0.join(file).display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub const POSTGRES_URL_VAR: &str = "BATON_TEST_POSTGRES_URL";
+
+/// The PostgreSQL server to test against, from `BATON_TEST_POSTGRES_URL`. When unset, says once,
+/// on the terminal (past the test harness's capture), that the PostgreSQL tests are skipped.
+pub fn postgres_base_url() -> Option<String> {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            static NOTICE: Once = Once::new();
+            NOTICE.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: PostgreSQL store tests skipped: {POSTGRES_URL_VAR} is not set \
+                     (e.g. postgres://baton:baton@127.0.0.1:5432/baton_test; \
+                     `.ci/postgres.sh` sets one up and prints it)"
+                );
+            });
+            None
+        }
+    }
+}
+
+/// A schema of its own on the test PostgreSQL server, so tests can run in parallel and again:
+/// the store's URL sets `search_path` to it, so migrations and queries stay inside it.
+pub struct PgSchema {
+    base_url: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// `None` (after a notice) when no test server is configured.
+    pub async fn create(test: &str) -> Option<PgSchema> {
+        let base_url = postgres_base_url()?;
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let mut name = format!(
+            "baton_test_{}_{}_{}_{test}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            now_ms() % 1_000_000_000
+        );
+        name.truncate(63);
+        let schema = PgSchema { base_url, name };
+        schema
+            .execute(format!("CREATE SCHEMA {}", schema.name))
+            .await;
+        Some(schema)
+    }
+
+    /// URL of a store whose tables live in this schema.
+    pub fn url(&self) -> String {
+        let separator = if self.base_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!(
+            "{}{separator}options=-c%20search_path%3D{}",
+            self.base_url, self.name
+        )
+    }
+
+    /// Drops the schema. A test that fails leaves its schema behind, for a look.
+    pub async fn drop_schema(self) {
+        self.execute(format!("DROP SCHEMA {} CASCADE", self.name))
+            .await;
+    }
+
+    async fn execute(&self, sql: String) {
+        let mut connection = sqlx::PgConnection::connect(&self.base_url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {POSTGRES_URL_VAR}: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut connection)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = connection.close().await;
+    }
+}
+
+pub async fn connect(url: &str) -> Store {
+    Store::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+
+pub fn new_rollout(fleet: &str) -> NewRollout {
+    NewRollout {
+        fleet_name: fleet.to_string(),
+        fleet_toml: format!("name = \"{fleet}\"\n[[pool]]\nname = \"web\"\n"),
+        runbook_name: "patch".to_string(),
+        runbook_toml: "[[step]]\nid = \"drain\"\ncommand = \"echo drain\"\n".to_string(),
+        params_json: r#"{"kb":"KB5031234","quoted":"it's \"fine\""}"#.to_string(),
+        planned_makespan_ms: 3_600_000,
+        lower_bound_ms: 3_000_000,
+    }
+}
+
+pub fn new_event(rollout_id: i64, kind: &str, detail: &str) -> NewEvent {
+    NewEvent {
+        rollout_id,
+        server: Some("web-01.example.test".to_string()),
+        pool: Some("web".to_string()),
+        kind: kind.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+fn seqs(events: &[EventRow]) -> Vec<i64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite: every function here runs on every backend.
+
+pub async fn rollout_ids_increase(store: Store) {
+    let before = now_ms();
+    let first = store.create_rollout(&new_rollout("alpha")).await.unwrap();
+    let second = store.create_rollout(&new_rollout("beta")).await.unwrap();
+    let third = store.create_rollout(&new_rollout("gamma")).await.unwrap();
+    let after = now_ms();
+
+    assert_eq!((first.id, second.id, third.id), (1, 2, 3));
+    let want = new_rollout("alpha");
+    assert_eq!(first.fleet_name, want.fleet_name);
+    assert_eq!(first.fleet_toml, want.fleet_toml);
+    assert_eq!(first.runbook_name, want.runbook_name);
+    assert_eq!(first.runbook_toml, want.runbook_toml);
+    assert_eq!(first.params_json, want.params_json);
+    assert_eq!(first.planned_makespan_ms, want.planned_makespan_ms);
+    assert_eq!(first.lower_bound_ms, want.lower_bound_ms);
+    assert_eq!(first.state, "running");
+    assert!((before..=after).contains(&first.created_at_ms));
+
+    assert_eq!(store.rollout(2).await.unwrap(), Some(second));
+    assert_eq!(store.rollout(4).await.unwrap(), None);
+    assert_eq!(store.rollout(0).await.unwrap(), None);
+}
+
+pub async fn latest_rollout(store: Store) {
+    assert_eq!(store.latest_rollout().await.unwrap(), None);
+    store.create_rollout(&new_rollout("alpha")).await.unwrap();
+    let beta = store.create_rollout(&new_rollout("beta")).await.unwrap();
+    assert_eq!(store.latest_rollout().await.unwrap(), Some(beta.clone()));
+
+    // Changing an older rollout does not make it the latest.
+    store.set_rollout_state(1, "done").await.unwrap();
+    assert_eq!(store.latest_rollout().await.unwrap(), Some(beta));
+}
+
+pub async fn rollout_state_updates(store: Store) {
+    let rollout = store.create_rollout(&new_rollout("alpha")).await.unwrap();
+    let other = store.create_rollout(&new_rollout("beta")).await.unwrap();
+    store.set_rollout_state(rollout.id, "paused").await.unwrap();
+    store.set_rollout_state(rollout.id, "failed").await.unwrap();
+
+    let read = store.rollout(rollout.id).await.unwrap().unwrap();
+    assert_eq!(read.state, "failed");
+    assert_eq!(
+        read,
+        baton_store::RolloutRow {
+            state: "failed".to_string(),
+            ..rollout
+        }
+    );
+    assert_eq!(store.rollout(other.id).await.unwrap(), Some(other));
+
+    let missing = store.set_rollout_state(99, "done").await.unwrap_err();
+    assert!(
+        matches!(missing, StoreError::RolloutNotFound { id: 99 }),
+        "{missing:?}"
+    );
+    assert_eq!(missing.to_string(), "rollout 99 does not exist");
+}
+
+pub async fn event_seqs_are_contiguous_per_rollout(store: Store) {
+    let a = store
+        .create_rollout(&new_rollout("alpha"))
+        .await
+        .unwrap()
+        .id;
+    let b = store.create_rollout(&new_rollout("beta")).await.unwrap().id;
+
+    let before = now_ms();
+    let mut appended = Vec::new();
+    for i in 0..5 {
+        appended.push(
+            store
+                .append_event(&new_event(a, "step", &format!("a{i}")))
+                .await
+                .unwrap(),
+        );
+        if i < 3 {
+            let event = NewEvent {
+                rollout_id: b,
+                server: None,
+                pool: None,
+                kind: "note".to_string(),
+                detail: format!("b{i}"),
+            };
+            let row = store.append_event(&event).await.unwrap();
+            assert_eq!(row.seq, i + 1);
+            assert_eq!((row.server, row.pool), (None, None));
+        }
+    }
+    let after = now_ms();
+    assert_eq!(seqs(&appended), [1, 2, 3, 4, 5]);
+
+    let a_events = store.events(a, 0, None).await.unwrap();
+    assert_eq!(
+        a_events, appended,
+        "what append_event returned is what was stored"
+    );
+    assert!(a_events.iter().all(|e| (before..=after).contains(&e.at_ms)));
+    assert_eq!(a_events[2].detail, "a2");
+    assert_eq!(a_events[2].server.as_deref(), Some("web-01.example.test"));
+    assert_eq!(a_events[2].pool.as_deref(), Some("web"));
+    assert_eq!(a_events[2].kind, "step");
+
+    let b_events = store.events(b, 0, None).await.unwrap();
+    assert_eq!(seqs(&b_events), [1, 2, 3]);
+    assert!(
+        b_events
+            .iter()
+            .all(|e| e.rollout_id == b && e.server.is_none())
+    );
+
+    assert_eq!(store.events(99, 0, None).await.unwrap(), []);
+    let missing = store
+        .append_event(&new_event(99, "step", "nowhere"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, StoreError::RolloutNotFound { id: 99 }),
+        "{missing:?}"
+    );
+    // A refused append leaves no trace.
+    let c = store
+        .create_rollout(&new_rollout("gamma"))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        store
+            .append_event(&new_event(c, "step", "x"))
+            .await
+            .unwrap()
+            .seq,
+        1
+    );
+}
+
+pub async fn events_after_seq_with_limit(store: Store) {
+    let id = store
+        .create_rollout(&new_rollout("alpha"))
+        .await
+        .unwrap()
+        .id;
+    for i in 1..=10 {
+        store
+            .append_event(&new_event(id, "step", &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        seqs(&store.events(id, 0, None).await.unwrap()),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(seqs(&store.events(id, 7, None).await.unwrap()), [8, 9, 10]);
+    assert_eq!(
+        seqs(&store.events(id, 0, Some(3)).await.unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(seqs(&store.events(id, 4, Some(2)).await.unwrap()), [5, 6]);
+    assert_eq!(seqs(&store.events(id, 8, Some(5)).await.unwrap()), [9, 10]);
+    assert_eq!(store.events(id, 10, None).await.unwrap(), []);
+    assert_eq!(store.events(id, 0, Some(0)).await.unwrap(), []);
+    assert_eq!(store.events(id, 0, Some(-1)).await.unwrap(), []);
+    assert_eq!(seqs(&store.events(id, -5, Some(1)).await.unwrap()), [1]);
+    let page = store.events(id, 5, Some(1)).await.unwrap();
+    assert_eq!(page[0].detail, "e6");
+}
+
+/// 8 tasks × 50 appends on clones of one store (one pool, several connections): seqs 1..=400,
+/// no gap, no duplicate, and every event stored once.
+pub async fn concurrent_appends(store: Store) {
+    concurrent_appends_on(vec![store; 8]).await;
+}
+
+pub async fn concurrent_appends_on(stores: Vec<Store>) {
+    const PER_TASK: usize = 50;
+    let tasks = stores.len();
+    let id = stores[0]
+        .create_rollout(&new_rollout("alpha"))
+        .await
+        .unwrap()
+        .id;
+    let other = stores[0]
+        .create_rollout(&new_rollout("beta"))
+        .await
+        .unwrap()
+        .id;
+
+    let mut handles = Vec::new();
+    for (task, store) in stores.into_iter().enumerate() {
+        handles.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..PER_TASK {
+                // Every other task also writes to a second rollout, interleaved.
+                if task % 2 == 1 {
+                    store
+                        .append_event(&new_event(other, "noise", &format!("{task}/{i}")))
+                        .await
+                        .unwrap();
+                }
+                let row = store
+                    .append_event(&new_event(id, "step", &format!("{task}/{i}")))
+                    .await
+                    .unwrap();
+                seqs.push(row.seq);
+            }
+            (store, seqs)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut stores = Vec::new();
+    for handle in handles {
+        let (store, seqs) = handle.await.unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one task's seqs increase"
+        );
+        all.extend(seqs);
+        stores.push(store);
+    }
+    let store = stores[0].clone();
+    let total = (tasks * PER_TASK) as i64;
+    all.sort_unstable();
+    assert_eq!(all, (1..=total).collect::<Vec<_>>());
+
+    let stored = store.events(id, 0, None).await.unwrap();
+    assert_eq!(seqs(&stored), (1..=total).collect::<Vec<_>>());
+    let details: BTreeSet<&str> = stored.iter().map(|e| e.detail.as_str()).collect();
+    assert_eq!(details.len(), tasks * PER_TASK, "every append stored once");
+
+    let noise = store.events(other, 0, None).await.unwrap();
+    let noisy = (tasks / 2 * PER_TASK) as i64;
+    assert_eq!(seqs(&noise), (1..=noisy).collect::<Vec<_>>());
+    for store in stores {
+        store.close().await;
+    }
+}
+
+pub async fn workers_register_heartbeat_disconnect(store: Store) {
+    assert_eq!(store.workers().await.unwrap(), []);
+
+    let before = now_ms();
+    store
+        .worker_connected("web-2.example.test", "0.1.0", "windows-x86_64", true)
+        .await
+        .unwrap();
+    store
+        .worker_connected("app.example.test", "0.1.0", "linux-x86_64", true)
+        .await
+        .unwrap();
+    store
+        .worker_connected("web-10.example.test", "0.1.0", "windows-x86_64", false)
+        .await
+        .unwrap();
+    store
+        .worker_connected("Zeta.example.test", "0.1.0", "linux-aarch64", true)
+        .await
+        .unwrap();
+    let after = now_ms();
+
+    let workers = store.workers().await.unwrap();
+    let names: Vec<&str> = workers.iter().map(|w| w.fqdn.as_str()).collect();
+    // Byte order on both backends, whatever the database's locale.
+    assert_eq!(
+        names,
+        [
+            "Zeta.example.test",
+            "app.example.test",
+            "web-10.example.test",
+            "web-2.example.test"
+        ]
+    );
+    assert!(workers.iter().all(|w| w.connected));
+    assert!(workers.iter().all(|w| {
+        w.last_heartbeat_ms
+            .is_some_and(|t| (before..=after).contains(&t))
+    }));
+    let web10 = &workers[2];
+    assert_eq!(
+        (web10.version.as_str(), web10.platform.as_str(), web10.known),
+        ("0.1.0", "windows-x86_64", false)
+    );
+
+    // Heartbeat moves the clock forward for that worker only.
+    let app_before = workers[1].last_heartbeat_ms.unwrap();
+    let web2_before = workers[3].last_heartbeat_ms.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.worker_heartbeat("app.example.test").await.unwrap();
+    let workers = store.workers().await.unwrap();
+    assert!(workers[1].last_heartbeat_ms.unwrap() > app_before);
+    assert_eq!(workers[3].last_heartbeat_ms.unwrap(), web2_before);
+
+    // Disconnect keeps the row; reconnecting updates it in place.
+    store
+        .worker_disconnected("web-2.example.test")
+        .await
+        .unwrap();
+    let workers = store.workers().await.unwrap();
+    assert_eq!(workers.len(), 4);
+    assert!(!workers[3].connected);
+    assert!(workers[..3].iter().all(|w| w.connected));
+
+    store
+        .worker_connected("web-2.example.test", "0.2.0", "windows-aarch64", false)
+        .await
+        .unwrap();
+    let workers = store.workers().await.unwrap();
+    assert_eq!(workers.len(), 4);
+    let web2 = &workers[3];
+    assert_eq!(
+        (
+            web2.fqdn.as_str(),
+            web2.version.as_str(),
+            web2.platform.as_str(),
+            web2.known,
+            web2.connected
+        ),
+        (
+            "web-2.example.test",
+            "0.2.0",
+            "windows-aarch64",
+            false,
+            true
+        )
+    );
+
+    // Unknown workers: a heartbeat is an error, a disconnect is not.
+    let unknown = store
+        .worker_heartbeat("ghost.example.test")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&unknown, StoreError::WorkerNotFound { fqdn } if fqdn == "ghost.example.test"),
+        "{unknown:?}"
+    );
+    store
+        .worker_disconnected("ghost.example.test")
+        .await
+        .unwrap();
+    assert_eq!(store.workers().await.unwrap().len(), 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// For databases that outlive a store (SQLite files, PostgreSQL): these take the URL.
+
+/// Everything written through one store is there for the next one opened on the same database
+/// (and opening an up-to-date database migrates nothing).
+pub async fn reopen_keeps_everything(url: &str) {
+    let store = connect(url).await;
+    let rollout = store.create_rollout(&new_rollout("alpha")).await.unwrap();
+    store.set_rollout_state(rollout.id, "done").await.unwrap();
+    let mut events = Vec::new();
+    for i in 0..3 {
+        events.push(
+            store
+                .append_event(&new_event(rollout.id, "step", &format!("e{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    store
+        .worker_connected("web-1.example.test", "0.1.0", "windows-x86_64", true)
+        .await
+        .unwrap();
+    store
+        .worker_disconnected("web-1.example.test")
+        .await
+        .unwrap();
+    let workers = store.workers().await.unwrap();
+    store.close().await;
+
+    let store = connect(url).await;
+    let reread = store.rollout(rollout.id).await.unwrap().unwrap();
+    assert_eq!(reread.state, "done");
+    assert_eq!(reread.fleet_toml, rollout.fleet_toml);
+    assert_eq!(store.latest_rollout().await.unwrap(), Some(reread));
+    assert_eq!(store.events(rollout.id, 0, None).await.unwrap(), events);
+    assert_eq!(store.workers().await.unwrap(), workers);
+
+    // Numbering goes on where it stopped.
+    let next = store
+        .append_event(&new_event(rollout.id, "step", "e3"))
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 4);
+    assert_eq!(
+        store.create_rollout(&new_rollout("beta")).await.unwrap().id,
+        2
+    );
+    store.close().await;
+}
+
+/// Appends through four separately opened stores (four pools) on one database.
+pub async fn concurrent_appends_from_separate_stores(url: &str) {
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        let store = connect(url).await;
+        stores.push(store.clone());
+        stores.push(store);
+    }
+    concurrent_appends_on(stores).await;
+}
+
+/// The backend a URL selects.
+pub async fn backend_of(url: &str, want: Backend) {
+    let store = connect(url).await;
+    assert_eq!(store.backend(), want);
+    store.close().await;
+}
