@@ -55,7 +55,22 @@ fn audit_backends_last(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Vi
     Ok(())
 }
 
-fn audit_instants(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Violation> {
+/// Who is down at one instant of a finished schedule.
+struct Down {
+    backends: Vec<Vec<ServerId>>,
+    others: Vec<u32>,
+    sites: Vec<u32>,
+    total: u32,
+}
+
+/// Replays a finished schedule in time order and calls `on_start` after each server starts,
+/// with who is down at that instant. A failed server keeps its pool's rules but gives back
+/// its cap slots; a server still running holds everything.
+fn sweep(
+    fleet: &Fleet,
+    records: &[ServerRecord],
+    mut on_start: impl FnMut(&Down, Millis, ServerId) -> Result<(), Violation>,
+) -> Result<(), Violation> {
     // At one instant, leaving comes before starting (half-open intervals).
     const END: u8 = 0;
     const CAPS_END: u8 = 1;
@@ -67,47 +82,116 @@ fn audit_instants(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Violati
         let end = record.end.unwrap_or(start);
         match record.outcome {
             Some(Outcome::Succeeded) => events.push((end, END, server)),
-            // A failed server keeps its pool's rules but gives back its cap slots.
             Some(Outcome::Failed) => events.push((end, CAPS_END, server)),
             _ => {}
         }
     }
     events.sort_unstable();
 
-    let pools = fleet.pools.len();
-    let mut backends: Vec<Vec<ServerId>> = vec![Vec::new(); pools];
-    let mut others = vec![0u32; pools];
-    let mut sites = vec![0u32; fleet.sites.len()];
-    let mut total = 0u32;
+    let mut down = Down {
+        backends: vec![Vec::new(); fleet.pools.len()],
+        others: vec![0; fleet.pools.len()],
+        sites: vec![0; fleet.sites.len()],
+        total: 0,
+    };
     for (at, kind, server) in events {
         let srv = &fleet.servers[server];
         let pool_id = srv.pool;
-        let pool = &fleet.pools[pool_id];
-        let site = pool.site;
         let entering = kind == START;
         if kind != CAPS_END {
             if srv.role.is_backend_class() {
                 if entering {
-                    backends[pool_id].push(server);
+                    down.backends[pool_id].push(server);
                 } else {
-                    backends[pool_id].retain(|&s| s != server);
+                    down.backends[pool_id].retain(|&s| s != server);
                 }
             } else if entering {
-                others[pool_id] += 1;
+                down.others[pool_id] += 1;
             } else {
-                others[pool_id] -= 1;
+                down.others[pool_id] -= 1;
             }
         }
         let slots = |count: &mut u32| {
             if entering { *count += 1 } else { *count -= 1 }
         };
-        if let Some(site) = site {
-            slots(&mut sites[site]);
+        if let Some(site) = fleet.pools[pool_id].site {
+            slots(&mut down.sites[site]);
         }
-        slots(&mut total);
-        if !entering {
-            continue;
+        slots(&mut down.total);
+        if entering {
+            on_start(&down, at, server)?;
         }
+    }
+    Ok(())
+}
+
+/// The highest value each rule's counter reached during a finished schedule, against its
+/// limit: what `baton demo` reports at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RulePeaks {
+    /// R1: most back-end-class servers of one pool down at once (limit 1).
+    pub backends_in_a_pool: u32,
+    /// R2: most pools with back end and other servers down together (limit 0).
+    pub pools_mixed: u32,
+    /// R3: most other servers of one pool down at once, and that pool's `max_unavailable`.
+    pub others_in_a_pool: (u32, u32),
+    /// R4: most paired pools degraded together (limit 0).
+    pub pairs_degraded: u32,
+    /// R5: most servers down fleet-wide.
+    pub fleet: u32,
+    /// R5: most servers down per site, in site order.
+    pub sites: Vec<u32>,
+}
+
+/// Measures [`RulePeaks`] over a finished schedule.
+pub fn rule_peaks(fleet: &Fleet, records: &[ServerRecord]) -> RulePeaks {
+    let mut peaks = RulePeaks {
+        sites: vec![0; fleet.sites.len()],
+        ..RulePeaks::default()
+    };
+    let _ = sweep(fleet, records, |down, _, server| {
+        let pool_id = fleet.servers[server].pool;
+        let pool = &fleet.pools[pool_id];
+        peaks.backends_in_a_pool = peaks
+            .backends_in_a_pool
+            .max(down.backends[pool_id].len() as u32);
+        let others = down.others[pool_id];
+        // Keep the pool that came closest to (or past) its limit.
+        let (best, best_limit) = peaks.others_in_a_pool;
+        if u64::from(others) * u64::from(best_limit.max(1))
+            > u64::from(best) * u64::from(pool.max_unavailable)
+            || best_limit == 0
+        {
+            peaks.others_in_a_pool = (others, pool.max_unavailable);
+        }
+        let mixed = (0..fleet.pools.len())
+            .filter(|&p| !down.backends[p].is_empty() && down.others[p] > 0)
+            .count() as u32;
+        peaks.pools_mixed = peaks.pools_mixed.max(mixed);
+        let pairs = (0..fleet.pools.len())
+            .filter(|&p| {
+                fleet.pools[p].paired_with.is_some_and(|q| {
+                    p < q && !down.backends[p].is_empty() && !down.backends[q].is_empty()
+                })
+            })
+            .count() as u32;
+        peaks.pairs_degraded = peaks.pairs_degraded.max(pairs);
+        peaks.fleet = peaks.fleet.max(down.total);
+        for (peak, &now) in peaks.sites.iter_mut().zip(&down.sites) {
+            *peak = (*peak).max(now);
+        }
+        Ok(())
+    });
+    peaks
+}
+
+fn audit_instants(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Violation> {
+    sweep(fleet, records, |down, at, server| {
+        let (backends, others, sites, total) =
+            (&down.backends, &down.others, &down.sites, down.total);
+        let pool_id = fleet.servers[server].pool;
+        let pool = &fleet.pools[pool_id];
+        let site = pool.site;
         let fail = |rule: &'static str, detail: String| Err(Violation { rule, at, detail });
         let names = |ids: &[ServerId]| {
             ids.iter()
@@ -181,6 +265,6 @@ fn audit_instants(fleet: &Fleet, records: &[ServerRecord]) -> Result<(), Violati
                 format!("fleet has {total} servers down, max_parallel = {cap}"),
             );
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }

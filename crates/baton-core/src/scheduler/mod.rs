@@ -365,6 +365,19 @@ impl Scheduler {
         self.finished
     }
 
+    /// What holds a pending server now (as of the last decision); for a started server, what
+    /// it waited for.
+    pub fn waiting_for(&self, server: ServerId) -> Option<Blocker> {
+        match self.records.phase(server) {
+            Phase::Pending => self.records.last_blocker(server),
+            _ => self.records.all()[server].waited_for,
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     pub fn records(&self) -> &[ServerRecord] {
         self.records.all()
     }

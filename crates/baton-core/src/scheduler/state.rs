@@ -147,7 +147,7 @@ impl Records {
     /// The most recent blocker that applied to `server`: its own or its pool class's, or the
     /// fleet cap when a later scan stopped before reaching it. Even then a pool rule whose
     /// holder was still down is the better answer: raising the cap would not have helped.
-    fn last_blocker(&self, server: ServerId) -> Option<Blocker> {
+    pub fn last_blocker(&self, server: ServerId) -> Option<Blocker> {
         let class = usize::from(!self.backend_class[server]);
         let pool = self.pool_blocks[self.server_pool[server]][class];
         let own = later(self.server_blocks[server], pool);

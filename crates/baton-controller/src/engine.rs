@@ -1,0 +1,574 @@
+//! The controller's state and every transition of it. One instance behind a mutex: gRPC
+//! handlers take turns, and each change is committed to the event log before it is acted on.
+
+use crate::events::{EventLog, kind};
+use crate::run::{RolloutRun, RunState};
+use baton_core::fleet::{ServerId, is_valid_fqdn};
+use baton_core::rollout::plan;
+use baton_core::scheduler::{Action, Event, Outcome, Scheduler, Strategy};
+use baton_core::time::clock;
+use baton_core::workload::build_workload;
+use baton_core::{Fleet, Runbook};
+use baton_proto::v1;
+use baton_store::{NewRollout, StoreError};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// How often workers send heartbeats.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Heartbeats are persisted at most this often per worker (the rest only refresh memory).
+const HEARTBEAT_PERSIST_EVERY: Duration = Duration::from_secs(5);
+
+pub type WorkerTx = mpsc::UnboundedSender<Result<v1::ControllerMessage, Status>>;
+
+struct WorkerLink {
+    connection: u64,
+    tx: WorkerTx,
+    heartbeat_persisted: Instant,
+}
+
+pub struct Engine {
+    log: EventLog,
+    workers: HashMap<String, WorkerLink>,
+    next_connection: u64,
+    rollouts: BTreeMap<i64, RolloutRun>,
+    next_assignment: u64,
+}
+
+fn store_error(err: StoreError) -> Status {
+    tracing::error!(%err, "store");
+    Status::unavailable(format!("the controller's store failed: {err}"))
+}
+
+impl Engine {
+    pub fn new(log: EventLog) -> Self {
+        Engine {
+            log,
+            workers: HashMap::new(),
+            next_connection: 1,
+            rollouts: BTreeMap::new(),
+            next_assignment: 1,
+        }
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    fn active_rollout_of(&self, fqdn: &str) -> Option<(i64, ServerId)> {
+        self.rollouts
+            .values()
+            .filter(|run| !run.state.is_over())
+            .find_map(|run| run.server_by_fqdn(fqdn).map(|server| (run.id, server)))
+    }
+
+    // ---- operator side -------------------------------------------------------------------
+
+    pub async fn apply(&mut self, request: v1::ApplyRequest) -> Result<i64, Status> {
+        let invalid = |e: &dyn std::fmt::Display| Status::invalid_argument(e.to_string());
+        let fleet =
+            Fleet::from_toml(&request.fleet_name, &request.fleet_toml).map_err(|e| invalid(&e))?;
+        let runbook = Runbook::from_toml(&request.runbook_name, &request.runbook_toml)
+            .map_err(|e| invalid(&e))?;
+        let overrides: Vec<(String, String)> = request.params.clone().into_iter().collect();
+        let params = runbook
+            .resolve_params(&overrides, "params")
+            .map_err(|e| invalid(&e))?;
+        let workload =
+            build_workload(&fleet, Some((&runbook, &params))).map_err(|e| invalid(&e))?;
+        for server in &fleet.servers {
+            if let Some((other, _)) = self.active_rollout_of(&server.fqdn) {
+                return Err(Status::failed_precondition(format!(
+                    "server {} is already in rollout {other}, which has not finished",
+                    server.fqdn
+                )));
+            }
+        }
+        let planned = plan(&fleet, &workload, Strategy::Baton)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let as_ms = |s: f64| (s * 1000.0).round() as u64;
+        let (makespan, bound) = (as_ms(planned.makespan_s), as_ms(planned.lower_bound_s));
+        let row = self
+            .log
+            .store()
+            .create_rollout(&NewRollout {
+                fleet_name: request.fleet_name.clone(),
+                fleet_toml: request.fleet_toml.clone(),
+                runbook_name: request.runbook_name.clone(),
+                runbook_toml: request.runbook_toml.clone(),
+                params_json: params_json(&request.params),
+                planned_makespan_ms: makespan as i64,
+                lower_bound_ms: bound as i64,
+            })
+            .await
+            .map_err(store_error)?;
+        self.log
+            .append(
+                row.id,
+                None,
+                None,
+                kind::ROLLOUT_STARTED,
+                format!(
+                    "fleet {}: {} servers in {} pools, runbook {}; planned {} (lower bound {})",
+                    fleet.name,
+                    fleet.servers.len(),
+                    fleet.pools.len(),
+                    runbook.name,
+                    clock(makespan),
+                    clock(bound)
+                ),
+            )
+            .await
+            .map_err(store_error)?;
+        let scheduler = Scheduler::new(&fleet, &workload.expected, Strategy::Baton);
+        let run = RolloutRun::new(
+            row.id,
+            fleet,
+            workload,
+            runbook.shell,
+            scheduler,
+            row.created_at_ms,
+            makespan,
+            bound,
+        );
+        self.rollouts.insert(row.id, run);
+        tracing::info!(rollout = row.id, "rollout started");
+        self.drive(row.id, &[Event::Begin]).await?;
+        Ok(row.id)
+    }
+
+    fn resolve(&self, rollout_id: &str) -> Result<i64, Status> {
+        if rollout_id.is_empty() {
+            return self
+                .rollouts
+                .keys()
+                .next_back()
+                .copied()
+                .ok_or_else(|| Status::not_found("no rollout yet: start one with `baton apply`"));
+        }
+        let id: i64 = rollout_id.parse().map_err(|_| {
+            Status::invalid_argument(format!("rollout id {rollout_id:?} is not a number"))
+        })?;
+        if self.rollouts.contains_key(&id) {
+            Ok(id)
+        } else {
+            Err(Status::not_found(format!(
+                "rollout {id} is not known to this controller (its events, if any, are in `baton events {id}`)"
+            )))
+        }
+    }
+
+    pub fn status(&self, rollout_id: &str) -> Result<v1::RolloutStatus, Status> {
+        let id = self.resolve(rollout_id)?;
+        let connected = |fqdn: &str| self.workers.contains_key(fqdn);
+        Ok(self.rollouts[&id].status(&connected))
+    }
+
+    /// Pause, resume or abort: the event is committed, then the scheduler told.
+    pub async fn control(
+        &mut self,
+        rollout_id: &str,
+        event: Event,
+    ) -> Result<v1::RolloutStatus, Status> {
+        let id = self.resolve(rollout_id)?;
+        let state = self.rollouts[&id].state;
+        if state.is_over() {
+            return Err(Status::failed_precondition(format!(
+                "rollout {id} is already {}",
+                state.as_str()
+            )));
+        }
+        let (event_kind, next) = match (event, state) {
+            (Event::Pause, RunState::Running) => (kind::ROLLOUT_PAUSED, RunState::Paused),
+            (Event::Resume, RunState::Paused) => (kind::ROLLOUT_RESUMED, RunState::Running),
+            (Event::Abort, RunState::Running | RunState::Paused) => {
+                (kind::ROLLOUT_ABORTED, RunState::Aborting)
+            }
+            // Already in the asked-for state: nothing to record.
+            _ => return self.status(&id.to_string()),
+        };
+        self.log
+            .append(id, None, None, event_kind, "requested by an operator")
+            .await
+            .map_err(store_error)?;
+        self.rollouts.get_mut(&id).expect("resolved").state = next;
+        self.drive(id, &[event]).await?;
+        self.status(&id.to_string())
+    }
+
+    pub async fn servers(&self) -> Result<v1::ListServersResponse, Status> {
+        let rows = self.log.store().workers().await.map_err(store_error)?;
+        Ok(v1::ListServersResponse {
+            workers: rows
+                .into_iter()
+                .map(|row| v1::WorkerInfo {
+                    connected: self.workers.contains_key(&row.fqdn),
+                    known: self.active_rollout_of(&row.fqdn).is_some() || row.known,
+                    last_heartbeat: row
+                        .last_heartbeat_ms
+                        .map(baton_store::rfc3339_ms)
+                        .unwrap_or_default(),
+                    fqdn: row.fqdn,
+                    version: row.version,
+                    platform: row.platform,
+                })
+                .collect(),
+        })
+    }
+
+    /// Whether the rollout has ended (for event followers).
+    pub fn is_over(&self, rollout_id: i64) -> Option<bool> {
+        self.rollouts
+            .get(&rollout_id)
+            .map(|run| run.state.is_over())
+    }
+
+    // ---- scheduler ---------------------------------------------------------------------
+
+    /// Feeds events to a rollout's scheduler and carries out what it decides: each start is
+    /// committed as `server_started` before its assignment is sent.
+    async fn drive(&mut self, id: i64, events: &[Event]) -> Result<(), Status> {
+        let run = self.rollouts.get_mut(&id).expect("known rollout");
+        let now = run.now();
+        let actions = run
+            .scheduler
+            .handle_all(now, events)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let mut finished = false;
+        for action in actions {
+            match action {
+                Action::Start {
+                    server,
+                    expected_end,
+                } => self.start(id, server, expected_end).await?,
+                Action::Finished => finished = true,
+            }
+        }
+        self.settle(id).await?;
+        if finished {
+            self.finish(id).await?;
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self, id: i64, server: ServerId, expected_end: u64) -> Result<(), Status> {
+        let assignment_id = format!("{id}-{}", self.next_assignment);
+        self.next_assignment += 1;
+        let run = self.rollouts.get_mut(&id).expect("known rollout");
+        let (fqdn, pool) = (
+            run.fqdn(server).to_string(),
+            run.pool_fqdn(server).to_string(),
+        );
+        self.log
+            .append(
+                id,
+                Some(&fqdn),
+                Some(&pool),
+                kind::SERVER_STARTED,
+                format!(
+                    "assignment {assignment_id}, expected to end at {}",
+                    clock(expected_end)
+                ),
+            )
+            .await
+            .map_err(store_error)?;
+        run.assignments.insert(assignment_id.clone(), server);
+        let message = run.assignment(&assignment_id, server);
+        match self.workers.get(&fqdn) {
+            Some(link) if send(&link.tx, v1::controller_message::Body::Assignment(message)) => {}
+            _ => {
+                tracing::warn!(%fqdn, "no worker connected: the assignment waits for it");
+                run.undelivered.insert(server);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records servers the scheduler gave up on: skipped by a quarantine, or never started.
+    async fn settle(&mut self, id: i64) -> Result<(), Status> {
+        let run = self.rollouts.get_mut(&id).expect("known rollout");
+        for (server, outcome, reason) in run.newly_settled() {
+            let event_kind = if outcome == Outcome::Skipped {
+                kind::SERVER_SKIPPED
+            } else {
+                kind::SERVER_NOT_STARTED
+            };
+            let (fqdn, pool) = (
+                run.fqdn(server).to_string(),
+                run.pool_fqdn(server).to_string(),
+            );
+            self.log
+                .append(id, Some(&fqdn), Some(&pool), event_kind, reason)
+                .await
+                .map_err(store_error)?;
+            run.settled[server] = true;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, id: i64) -> Result<(), Status> {
+        let run = self.rollouts.get_mut(&id).expect("known rollout");
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for record in run.scheduler.records() {
+            *counts
+                .entry(record.outcome.map_or("not_started", Outcome::as_str))
+                .or_default() += 1;
+        }
+        let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let end_state = if run.state == RunState::Aborting {
+            RunState::Aborted
+        } else {
+            RunState::Finished
+        };
+        let detail = format!(
+            "{}: {} in {}",
+            end_state.as_str(),
+            summary.join(", "),
+            clock(run.now())
+        );
+        self.log
+            .append(id, None, None, kind::ROLLOUT_FINISHED, detail)
+            .await
+            .map_err(store_error)?;
+        self.log
+            .store()
+            .set_rollout_state(id, end_state.as_str())
+            .await
+            .map_err(store_error)?;
+        run.mark_ended(end_state);
+        tracing::info!(rollout = id, state = end_state.as_str(), "rollout ended");
+        Ok(())
+    }
+
+    // ---- worker side -----------------------------------------------------------------------
+
+    /// A worker said hello: register it (one stream per FQDN) and welcome it.
+    pub async fn hello(&mut self, hello: &v1::Hello, tx: WorkerTx) -> Result<u64, Status> {
+        if !is_valid_fqdn(&hello.fqdn) {
+            return Err(Status::invalid_argument(format!(
+                "hello: {:?} is not a valid FQDN",
+                hello.fqdn
+            )));
+        }
+        if self.workers.contains_key(&hello.fqdn) {
+            return Err(Status::already_exists(format!(
+                "a worker for {} is already connected; a second one is refused",
+                hello.fqdn
+            )));
+        }
+        let active = self.active_rollout_of(&hello.fqdn);
+        self.log
+            .store()
+            .worker_connected(
+                &hello.fqdn,
+                &hello.version,
+                &hello.platform,
+                active.is_some(),
+            )
+            .await
+            .map_err(store_error)?;
+        let connection = self.next_connection;
+        self.next_connection += 1;
+        let note = match active {
+            Some((id, _)) => format!("{} is in rollout {id}", hello.fqdn),
+            None => format!(
+                "{} is in no active rollout's fleet: staying idle until one includes it",
+                hello.fqdn
+            ),
+        };
+        send(
+            &tx,
+            v1::controller_message::Body::Welcome(v1::Welcome {
+                known: active.is_some(),
+                note,
+                heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
+            }),
+        );
+        // Assignments made while it was away.
+        for run in self
+            .rollouts
+            .values_mut()
+            .filter(|run| !run.state.is_over())
+        {
+            if let Some(server) = run.server_by_fqdn(&hello.fqdn)
+                && run.undelivered.remove(&server)
+                && let Some(assignment_id) = run
+                    .assignments
+                    .iter()
+                    .find(|(_, s)| **s == server)
+                    .map(|(a, _)| a.clone())
+            {
+                send(
+                    &tx,
+                    v1::controller_message::Body::Assignment(
+                        run.assignment(&assignment_id, server),
+                    ),
+                );
+            }
+        }
+        tracing::info!(fqdn = %hello.fqdn, version = %hello.version, "worker connected");
+        self.workers.insert(
+            hello.fqdn.clone(),
+            WorkerLink {
+                connection,
+                tx,
+                heartbeat_persisted: Instant::now(),
+            },
+        );
+        Ok(connection)
+    }
+
+    pub async fn gone(&mut self, fqdn: &str, connection: u64) {
+        if self
+            .workers
+            .get(fqdn)
+            .is_some_and(|link| link.connection == connection)
+        {
+            self.workers.remove(fqdn);
+            if let Err(err) = self.log.store().worker_disconnected(fqdn).await {
+                tracing::error!(%err, %fqdn, "could not record a disconnect");
+            }
+            tracing::info!(%fqdn, "worker disconnected");
+        }
+    }
+
+    /// The rollout and server an assignment of this worker belongs to.
+    fn assignment_of(&self, fqdn: &str, assignment_id: &str) -> Result<(i64, ServerId), Status> {
+        self.rollouts
+            .values()
+            .find_map(|run| {
+                run.assignments
+                    .get(assignment_id)
+                    .filter(|&&server| run.fqdn(server) == fqdn)
+                    .map(|&server| (run.id, server))
+            })
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "assignment {assignment_id:?} is not running on {fqdn}"
+                ))
+            })
+    }
+
+    fn step_id(&self, id: i64, server: ServerId, index: u32) -> Result<String, Status> {
+        self.rollouts[&id].workload.steps[server]
+            .get(index as usize)
+            .map(|step| step.id.clone())
+            .ok_or_else(|| Status::invalid_argument(format!("step index {index} is out of range")))
+    }
+
+    pub async fn worker_message(
+        &mut self,
+        fqdn: &str,
+        connection: u64,
+        body: v1::worker_message::Body,
+    ) -> Result<(), Status> {
+        use v1::worker_message::Body;
+        if self
+            .workers
+            .get(fqdn)
+            .is_none_or(|link| link.connection != connection)
+        {
+            return Err(Status::failed_precondition(
+                "this stream is no longer the worker's connection",
+            ));
+        }
+        match body {
+            Body::Hello(_) => Err(Status::failed_precondition(
+                "hello was already received on this stream",
+            )),
+            Body::Heartbeat(_) => {
+                let link = self.workers.get_mut(fqdn).expect("checked");
+                if link.heartbeat_persisted.elapsed() >= HEARTBEAT_PERSIST_EVERY {
+                    link.heartbeat_persisted = Instant::now();
+                    self.log
+                        .store()
+                        .worker_heartbeat(fqdn)
+                        .await
+                        .map_err(store_error)?;
+                }
+                Ok(())
+            }
+            Body::StepStarted(m) => {
+                let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
+                let step = self.step_id(id, server, m.step_index)?;
+                let pool = self.rollouts[&id].pool_fqdn(server).to_string();
+                let detail = format!("{step} attempt {}", m.attempt);
+                self.log
+                    .append(id, Some(fqdn), Some(&pool), kind::STEP_STARTED, detail)
+                    .await
+                    .map_err(store_error)?;
+                self.rollouts
+                    .get_mut(&id)
+                    .expect("known")
+                    .current_step
+                    .insert(server, step);
+                Ok(())
+            }
+            Body::StepOutput(m) => {
+                let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
+                let step = self.step_id(id, server, m.step_index)?;
+                let pool = self.rollouts[&id].pool_fqdn(server).to_string();
+                let stream = if m.stderr { "stderr" } else { "stdout" };
+                let detail = format!("{step} {stream}: {}", m.line);
+                self.log
+                    .append(id, Some(fqdn), Some(&pool), kind::STEP_OUTPUT, detail)
+                    .await
+                    .map_err(store_error)?;
+                Ok(())
+            }
+            Body::StepFinished(m) => {
+                let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
+                let step = self.step_id(id, server, m.step_index)?;
+                let pool = self.rollouts[&id].pool_fqdn(server).to_string();
+                let result = if m.timed_out {
+                    "timed out".to_string()
+                } else if !m.error.is_empty() {
+                    format!("could not start: {}", m.error)
+                } else {
+                    format!("exit {}", m.exit_code)
+                };
+                let detail = format!("{step} attempt {}: {result}", m.attempt);
+                self.log
+                    .append(id, Some(fqdn), Some(&pool), kind::STEP_FINISHED, detail)
+                    .await
+                    .map_err(store_error)?;
+                Ok(())
+            }
+            Body::AssignmentFinished(m) => {
+                let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
+                let pool = self.rollouts[&id].pool_fqdn(server).to_string();
+                let detail = if m.succeeded {
+                    "succeeded".to_string()
+                } else {
+                    format!("failed: {}", m.detail)
+                };
+                self.log
+                    .append(id, Some(fqdn), Some(&pool), kind::SERVER_FINISHED, detail)
+                    .await
+                    .map_err(store_error)?;
+                let run = self.rollouts.get_mut(&id).expect("known");
+                run.assignments.remove(&m.assignment_id);
+                run.current_step.remove(&server);
+                let event = if m.succeeded {
+                    Event::Succeeded(server)
+                } else {
+                    Event::Failed(server)
+                };
+                self.drive(id, &[event]).await
+            }
+        }
+    }
+}
+
+/// Sends to a worker; false if its stream is gone.
+fn send(tx: &WorkerTx, body: v1::controller_message::Body) -> bool {
+    tx.send(Ok(v1::ControllerMessage { body: Some(body) }))
+        .is_ok()
+}
+
+fn params_json(params: &HashMap<String, String>) -> String {
+    let sorted: BTreeMap<&String, &String> = params.iter().collect();
+    serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".to_string())
+}

@@ -1,0 +1,66 @@
+//! Appending to a rollout's event log: persisted first, then announced to live followers.
+
+use baton_store::{EventRow, NewEvent, Store, StoreError};
+use tokio::sync::broadcast;
+
+/// Event kinds written by the controller (the log is append-only; `seq` is contiguous).
+pub mod kind {
+    pub const ROLLOUT_STARTED: &str = "rollout_started";
+    pub const ROLLOUT_PAUSED: &str = "rollout_paused";
+    pub const ROLLOUT_RESUMED: &str = "rollout_resumed";
+    pub const ROLLOUT_ABORTED: &str = "rollout_aborted";
+    pub const ROLLOUT_FINISHED: &str = "rollout_finished";
+    pub const SERVER_STARTED: &str = "server_started";
+    pub const SERVER_FINISHED: &str = "server_finished";
+    pub const SERVER_SKIPPED: &str = "server_skipped";
+    pub const SERVER_NOT_STARTED: &str = "server_not_started";
+    pub const STEP_STARTED: &str = "step_started";
+    pub const STEP_OUTPUT: &str = "step_output";
+    pub const STEP_FINISHED: &str = "step_finished";
+}
+
+/// The store plus the live feed of appended events, cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    store: Store,
+    feed: broadcast::Sender<EventRow>,
+}
+
+impl EventLog {
+    pub fn new(store: Store) -> Self {
+        let (feed, _) = broadcast::channel(4096);
+        EventLog { store, feed }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<EventRow> {
+        self.feed.subscribe()
+    }
+
+    /// Commits the event, then tells followers. Callers act only after this returns.
+    pub async fn append(
+        &self,
+        rollout_id: i64,
+        server: Option<&str>,
+        pool: Option<&str>,
+        kind: &str,
+        detail: impl Into<String>,
+    ) -> Result<EventRow, StoreError> {
+        let row = self
+            .store
+            .append_event(&NewEvent {
+                rollout_id,
+                server: server.map(str::to_string),
+                pool: pool.map(str::to_string),
+                kind: kind.to_string(),
+                detail: detail.into(),
+            })
+            .await?;
+        // No follower listening is fine: the log is in the store.
+        let _ = self.feed.send(row.clone());
+        Ok(row)
+    }
+}

@@ -1,0 +1,11 @@
+//! Baton's controller: drives the `baton-core` scheduler against live workers over gRPC and
+//! remembers every state change in the store before acting on it (write-ahead).
+
+mod engine;
+mod events;
+mod operator_service;
+mod run;
+mod server;
+mod worker_service;
+
+pub use server::{ControllerHandle, start};

@@ -1,0 +1,205 @@
+//! One rollout in flight: its fleet, rendered workload and scheduler, plus what the controller
+//! tracks around them (assignments, delivery, the step each server is on).
+
+use baton_core::Fleet;
+use baton_core::fleet::ServerId;
+use baton_core::report::{ShortNames, explain};
+use baton_core::runbook::Shell;
+use baton_core::scheduler::{Outcome, Scheduler};
+use baton_core::time::{Millis, seconds};
+use baton_core::workload::Workload;
+use baton_proto::v1;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    Paused,
+    /// Abort requested: nothing new starts; running servers finish.
+    Aborting,
+    Finished,
+    Aborted,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Aborting => "aborting",
+            RunState::Finished => "finished",
+            RunState::Aborted => "aborted",
+        }
+    }
+
+    pub fn is_over(self) -> bool {
+        matches!(self, RunState::Finished | RunState::Aborted)
+    }
+}
+
+pub struct RolloutRun {
+    pub id: i64,
+    pub fleet: Fleet,
+    pub workload: Workload,
+    pub shell: Shell,
+    pub scheduler: Scheduler,
+    pub state: RunState,
+    pub created_at_ms: i64,
+    pub planned_makespan_ms: Millis,
+    pub lower_bound_ms: Millis,
+    started: Instant,
+    ended_at_ms: Option<Millis>,
+    /// Assignment id -> server, for assignments not yet finished.
+    pub assignments: HashMap<String, ServerId>,
+    /// Assigned servers whose worker was not connected: delivered when it connects.
+    pub undelivered: BTreeSet<ServerId>,
+    /// Running server -> the step it is on.
+    pub current_step: HashMap<ServerId, String>,
+    /// Servers whose `skipped` / `not_started` event is written.
+    pub settled: Vec<bool>,
+    names: ShortNames,
+}
+
+impl RolloutRun {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: i64,
+        fleet: Fleet,
+        workload: Workload,
+        shell: Shell,
+        scheduler: Scheduler,
+        created_at_ms: i64,
+        planned_makespan_ms: Millis,
+        lower_bound_ms: Millis,
+    ) -> Self {
+        let servers = fleet.servers.len();
+        let names = ShortNames::new(&fleet);
+        RolloutRun {
+            id,
+            fleet,
+            workload,
+            shell,
+            scheduler,
+            state: RunState::Running,
+            created_at_ms,
+            planned_makespan_ms,
+            lower_bound_ms,
+            started: Instant::now(),
+            ended_at_ms: None,
+            assignments: HashMap::new(),
+            undelivered: BTreeSet::new(),
+            current_step: HashMap::new(),
+            settled: vec![false; servers],
+            names,
+        }
+    }
+
+    /// Milliseconds since the rollout started: the scheduler's clock.
+    pub fn now(&self) -> Millis {
+        self.ended_at_ms.unwrap_or_else(|| {
+            u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        })
+    }
+
+    pub fn mark_ended(&mut self, state: RunState) {
+        self.ended_at_ms = Some(self.now());
+        self.state = state;
+    }
+
+    pub fn fqdn(&self, server: ServerId) -> &str {
+        &self.fleet.servers[server].fqdn
+    }
+
+    pub fn pool_fqdn(&self, server: ServerId) -> &str {
+        &self.fleet.pools[self.fleet.servers[server].pool].fqdn
+    }
+
+    pub fn server_by_fqdn(&self, fqdn: &str) -> Option<ServerId> {
+        self.fleet.server_by_fqdn(fqdn)
+    }
+
+    /// The message that hands a server's steps to its worker.
+    pub fn assignment(&self, assignment_id: &str, server: ServerId) -> v1::Assignment {
+        v1::Assignment {
+            assignment_id: assignment_id.to_string(),
+            rollout_id: self.id.to_string(),
+            shell: self.shell.as_str().to_string(),
+            steps: self.workload.steps[server]
+                .iter()
+                .map(|step| v1::Step {
+                    id: step.id.clone(),
+                    command: step.command.clone(),
+                    timeout_ms: step.timeout,
+                    retries: step.retries,
+                })
+                .collect(),
+            expected_duration_ms: self.workload.expected[server],
+        }
+    }
+
+    /// Servers the scheduler has given up on (skipped or not started) whose event is not
+    /// written yet, with the reason.
+    pub fn newly_settled(&self) -> Vec<(ServerId, Outcome, String)> {
+        self.scheduler
+            .records()
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| !self.settled[*id])
+            .filter_map(|(id, record)| match record.outcome {
+                Some(outcome @ (Outcome::Skipped | Outcome::NotStarted)) => Some((
+                    id,
+                    outcome,
+                    explain(&self.fleet, &self.names, record).unwrap_or_default(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn status(&self, connected: &dyn Fn(&str) -> bool) -> v1::RolloutStatus {
+        let records = self.scheduler.records();
+        let servers = self
+            .fleet
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(id, server)| {
+                let record = &records[id];
+                let state = match (record.start, record.outcome) {
+                    (_, Some(outcome)) => outcome.as_str(),
+                    (Some(_), None) => "running",
+                    (None, None) => "pending",
+                };
+                let waited_for = match record.outcome {
+                    Some(_) => explain(&self.fleet, &self.names, record),
+                    None => self
+                        .scheduler
+                        .waiting_for(id)
+                        .map(|b| b.describe(&self.fleet, &self.names)),
+                };
+                v1::ServerStatus {
+                    fqdn: server.fqdn.clone(),
+                    pool: self.fleet.pools[server.pool].fqdn.clone(),
+                    role: server.role.as_str().to_string(),
+                    state: state.to_string(),
+                    start_s: record.start.map(seconds),
+                    end_s: record.end.map(seconds),
+                    waited_for: waited_for.unwrap_or_default(),
+                    current_step: self.current_step.get(&id).cloned().unwrap_or_default(),
+                    worker_connected: connected(&server.fqdn),
+                }
+            })
+            .collect();
+        v1::RolloutStatus {
+            rollout_id: self.id.to_string(),
+            fleet: self.fleet.name.clone(),
+            state: self.state.as_str().to_string(),
+            created_at: baton_store::rfc3339_ms(self.created_at_ms),
+            elapsed_s: seconds(self.now()),
+            planned_makespan_s: seconds(self.planned_makespan_ms),
+            lower_bound_s: seconds(self.lower_bound_ms),
+            servers,
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Serving the controller: worker and operator services, plus the standard gRPC health and
+//! reflection services so generic tools (grpcurl, grpc_health_probe) work against it.
+
+use crate::engine::Engine;
+use crate::events::EventLog;
+use crate::operator_service::OperatorGrpc;
+use crate::worker_service::WorkerGrpc;
+use baton_proto::v1::operator_service_server::OperatorServiceServer;
+use baton_proto::v1::worker_service_server::WorkerServiceServer;
+use baton_store::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("the server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A running controller.
+pub struct ControllerHandle {
+    /// Where it listens (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl ControllerHandle {
+    /// Stops accepting work and waits for the server to close.
+    pub async fn shutdown(self) -> Result<(), ControllerError> {
+        let _ = self.shutdown.send(());
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// Binds `listen` and serves a controller over `store` until shut down.
+pub async fn start(store: Store, listen: SocketAddr) -> Result<ControllerHandle, ControllerError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ControllerError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ControllerError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let engine = Arc::new(Mutex::new(Engine::new(EventLog::new(store))));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<WorkerServiceServer<WorkerGrpc>>()
+        .await;
+    health
+        .set_serving::<OperatorServiceServer<OperatorGrpc>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(WorkerServiceServer::new(WorkerGrpc {
+            engine: Arc::clone(&engine),
+        }))
+        .add_service(OperatorServiceServer::new(OperatorGrpc { engine }));
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = stop.await;
+        },
+    ));
+    Ok(ControllerHandle {
+        addr,
+        shutdown,
+        task,
+    })
+}

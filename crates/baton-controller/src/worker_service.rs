@@ -1,0 +1,75 @@
+//! `WorkerService/Session`: one bidirectional stream per worker. The first message must be
+//! `Hello`; after that each message is applied to the engine in order, and the first one that
+//! does not fit ends the stream with a gRPC error (nothing already recorded is undone).
+
+use crate::engine::Engine;
+use baton_proto::v1;
+use baton_proto::v1::worker_message::Body;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{Mutex, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct WorkerGrpc {
+    pub engine: Arc<Mutex<Engine>>,
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<v1::ControllerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::worker_service_server::WorkerService for WorkerGrpc {
+    type SessionStream = Outbound;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::WorkerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(v1::WorkerMessage {
+                body: Some(Body::Hello(hello)),
+            }) => hello,
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be hello",
+                ));
+            }
+            None => return Err(Status::invalid_argument("the session ended before hello")),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let connection = self.engine.lock().await.hello(&hello, tx.clone()).await?;
+        let engine = Arc::clone(&self.engine);
+        let fqdn = hello.fqdn;
+        tokio::spawn(async move {
+            loop {
+                let message = match inbound.message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%fqdn, %status, "worker stream ended");
+                        break;
+                    }
+                };
+                let result = match message.body {
+                    Some(body) => {
+                        engine
+                            .lock()
+                            .await
+                            .worker_message(&fqdn, connection, body)
+                            .await
+                    }
+                    None => Err(Status::invalid_argument("empty message")),
+                };
+                if let Err(status) = result {
+                    tracing::warn!(%fqdn, %status, "refused a worker message; ending its stream");
+                    let _ = tx.send(Err(status));
+                    break;
+                }
+            }
+            engine.lock().await.gone(&fqdn, connection).await;
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}
