@@ -1,5 +1,6 @@
 //! `baton`: plan and simulate pool-aware rolling updates, and drive them on a controller.
 
+mod demo;
 mod inputs;
 mod operator;
 mod table;
@@ -65,6 +66,9 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// A whole rollout on this machine: controller, one simulated worker per server of the
+    /// example fleet over loopback gRPC, the SfB runbook; about 30 seconds.
+    Demo(demo::DemoArgs),
     #[command(flatten)]
     Operator(operator::OperatorCommand),
 }
@@ -164,6 +168,7 @@ fn run(cli: Cli) -> Result<()> {
                 &table::Heading::simulate(&loaded, &config),
             )
         }
+        Command::Demo(args) => demo::run(args),
         Command::Operator(command) => operator::run(&cli.controller, command),
     }
 }

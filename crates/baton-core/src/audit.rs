@@ -158,10 +158,11 @@ pub fn rule_peaks(fleet: &Fleet, records: &[ServerRecord]) -> RulePeaks {
         let others = down.others[pool_id];
         // Keep the pool that came closest to (or past) its limit.
         let (best, best_limit) = peaks.others_in_a_pool;
-        if u64::from(others) * u64::from(best_limit.max(1))
-            > u64::from(best) * u64::from(pool.max_unavailable)
-            || best_limit == 0
-        {
+        let (closer, as_close) = (
+            u64::from(others) * u64::from(best_limit.max(1)),
+            u64::from(best) * u64::from(pool.max_unavailable),
+        );
+        if best_limit == 0 || closer > as_close || (closer == as_close && others > best) {
             peaks.others_in_a_pool = (others, pool.max_unavailable);
         }
         let mixed = (0..fleet.pools.len())

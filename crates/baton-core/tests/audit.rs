@@ -268,3 +268,21 @@ fn a_failed_server_gives_back_its_cap_slot() {
         Some("R3")
     );
 }
+
+#[test]
+fn rule_peaks_measure_each_counter() {
+    let fleet = Fleet::from_toml("audit.toml", FLEET).expect("valid fleet");
+    let peaks = baton_core::audit::rule_peaks(&fleet, &schedule(&fleet, GOOD));
+    assert_eq!(peaks.backends_in_a_pool, 1);
+    assert_eq!(peaks.pools_mixed, 0);
+    assert_eq!(peaks.others_in_a_pool, (1, 1));
+    assert_eq!(peaks.pairs_degraded, 0);
+    assert_eq!(peaks.fleet, 2);
+    assert_eq!(peaks.sites, vec![1]);
+    // A broken schedule shows in the counters too.
+    let broken = with(&[("be02.contoso.com", 25, 35)]);
+    assert_eq!(
+        baton_core::audit::rule_peaks(&fleet, &schedule(&fleet, &broken)).backends_in_a_pool,
+        2
+    );
+}

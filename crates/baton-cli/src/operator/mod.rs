@@ -6,7 +6,7 @@ mod apply;
 mod events;
 mod render;
 mod servers;
-mod status;
+pub(crate) mod status;
 
 use crate::Format;
 use anyhow::{Context, Result, anyhow};
@@ -138,7 +138,7 @@ pub struct Controller {
 }
 
 impl Controller {
-    async fn connect(url: &str) -> Result<Controller> {
+    pub(crate) async fn connect(url: &str) -> Result<Controller> {
         // `127.0.0.1:7411` is what people type; gRPC needs a scheme.
         let full = if url.contains("://") {
             url.to_string()
