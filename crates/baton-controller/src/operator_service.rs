@@ -100,11 +100,10 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
         request: Request<v1::EventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let request = request.into_inner();
-        let (log, mut feed, over) = {
+        let (log, mut feed) = {
             let engine = self.engine.lock().await;
-            (engine.log().clone(), engine.log().subscribe(), ())
+            (engine.log().clone(), engine.log().subscribe())
         };
-        let _ = over;
         let store = log.store().clone();
         let id = if request.rollout_id.is_empty() {
             store
@@ -121,20 +120,21 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
                 ))
             })?
         };
-        let row = store
+        let known = store
             .rollout(id)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let Some(row) = row else {
+        if known.is_none() {
             return Err(Status::not_found(format!("rollout {id} does not exist")));
-        };
+        }
         let engine = Arc::clone(&self.engine);
         let (tx, rx) = mpsc::channel(256);
         let after = i64::try_from(request.after_seq).unwrap_or(i64::MAX);
         tokio::spawn(async move {
             let mut last = after;
-            let mut ended =
-                row.state != "running" && engine.lock().await.is_over(id).unwrap_or(true);
+            // A rollout this controller is not running (finished, or from an earlier process)
+            // gets no new events: the backlog is all there is.
+            let mut ended = engine.lock().await.is_over(id).unwrap_or(true);
             let backlog = match store.events(id, last, None).await {
                 Ok(rows) => rows,
                 Err(err) => {
