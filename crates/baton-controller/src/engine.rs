@@ -31,10 +31,17 @@ struct WorkerLink {
 
 pub struct Engine {
     log: EventLog,
+    /// Connected workers by [`worker_key`]: FQDNs compare case-insensitively, as in fleets.
     workers: HashMap<String, WorkerLink>,
     next_connection: u64,
     rollouts: BTreeMap<i64, RolloutRun>,
     next_assignment: u64,
+}
+
+/// The key of a worker in `Engine::workers`: FQDNs are case-insensitive (a Windows host often
+/// names itself in capitals while the fleet file has it in lower case).
+fn worker_key(fqdn: &str) -> String {
+    fqdn.to_ascii_lowercase()
 }
 
 fn store_error(err: StoreError) -> Status {
@@ -162,7 +169,7 @@ impl Engine {
 
     pub fn status(&self, rollout_id: &str) -> Result<v1::RolloutStatus, Status> {
         let id = self.resolve(rollout_id)?;
-        let connected = |fqdn: &str| self.workers.contains_key(fqdn);
+        let connected = |fqdn: &str| self.workers.contains_key(&worker_key(fqdn));
         Ok(self.rollouts[&id].status(&connected))
     }
 
@@ -204,7 +211,7 @@ impl Engine {
             workers: rows
                 .into_iter()
                 .map(|row| v1::WorkerInfo {
-                    connected: self.workers.contains_key(&row.fqdn),
+                    connected: self.workers.contains_key(&worker_key(&row.fqdn)),
                     known: self.active_rollout_of(&row.fqdn).is_some() || row.known,
                     last_heartbeat: row
                         .last_heartbeat_ms
@@ -276,7 +283,7 @@ impl Engine {
             .map_err(store_error)?;
         run.assignments.insert(assignment_id.clone(), server);
         let message = run.assignment(&assignment_id, server);
-        match self.workers.get(&fqdn) {
+        match self.workers.get(&worker_key(&fqdn)) {
             Some(link) if send(&link.tx, v1::controller_message::Body::Assignment(message)) => {}
             _ => {
                 tracing::warn!(%fqdn, "no worker connected: the assignment waits for it");
@@ -352,7 +359,7 @@ impl Engine {
                 hello.fqdn
             )));
         }
-        if self.workers.contains_key(&hello.fqdn) {
+        if self.workers.contains_key(&worker_key(&hello.fqdn)) {
             return Err(Status::already_exists(format!(
                 "a worker for {} is already connected; a second one is refused",
                 hello.fqdn
@@ -410,7 +417,7 @@ impl Engine {
         }
         tracing::info!(fqdn = %hello.fqdn, version = %hello.version, "worker connected");
         self.workers.insert(
-            hello.fqdn.clone(),
+            worker_key(&hello.fqdn),
             WorkerLink {
                 connection,
                 tx,
@@ -421,12 +428,13 @@ impl Engine {
     }
 
     pub async fn gone(&mut self, fqdn: &str, connection: u64) {
+        let key = worker_key(fqdn);
         if self
             .workers
-            .get(fqdn)
+            .get(&key)
             .is_some_and(|link| link.connection == connection)
         {
-            self.workers.remove(fqdn);
+            self.workers.remove(&key);
             if let Err(err) = self.log.store().worker_disconnected(fqdn).await {
                 tracing::error!(%err, %fqdn, "could not record a disconnect");
             }
@@ -441,7 +449,7 @@ impl Engine {
             .find_map(|run| {
                 run.assignments
                     .get(assignment_id)
-                    .filter(|&&server| run.fqdn(server) == fqdn)
+                    .filter(|&&server| run.fqdn(server).eq_ignore_ascii_case(fqdn))
                     .map(|&server| (run.id, server))
             })
             .ok_or_else(|| {
@@ -449,6 +457,16 @@ impl Engine {
                     "assignment {assignment_id:?} is not running on {fqdn}"
                 ))
             })
+    }
+
+    /// A server's and its pool's FQDNs as the fleet writes them (events name servers so,
+    /// whatever case their worker used).
+    fn names(&self, id: i64, server: ServerId) -> (String, String) {
+        let run = &self.rollouts[&id];
+        (
+            run.fqdn(server).to_string(),
+            run.pool_fqdn(server).to_string(),
+        )
     }
 
     fn step_id(&self, id: i64, server: ServerId, index: u32) -> Result<String, Status> {
@@ -467,7 +485,7 @@ impl Engine {
         use v1::worker_message::Body;
         if self
             .workers
-            .get(fqdn)
+            .get(&worker_key(fqdn))
             .is_none_or(|link| link.connection != connection)
         {
             return Err(Status::failed_precondition(
@@ -479,7 +497,7 @@ impl Engine {
                 "hello was already received on this stream",
             )),
             Body::Heartbeat(_) => {
-                let link = self.workers.get_mut(fqdn).expect("checked");
+                let link = self.workers.get_mut(&worker_key(fqdn)).expect("checked");
                 if link.heartbeat_persisted.elapsed() >= HEARTBEAT_PERSIST_EVERY {
                     link.heartbeat_persisted = Instant::now();
                     self.log
@@ -493,10 +511,10 @@ impl Engine {
             Body::StepStarted(m) => {
                 let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
                 let step = self.step_id(id, server, m.step_index)?;
-                let pool = self.rollouts[&id].pool_fqdn(server).to_string();
+                let (name, pool) = self.names(id, server);
                 let detail = format!("{step} attempt {}", m.attempt);
                 self.log
-                    .append(id, Some(fqdn), Some(&pool), kind::STEP_STARTED, detail)
+                    .append(id, Some(&name), Some(&pool), kind::STEP_STARTED, detail)
                     .await
                     .map_err(store_error)?;
                 self.rollouts
@@ -509,11 +527,11 @@ impl Engine {
             Body::StepOutput(m) => {
                 let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
                 let step = self.step_id(id, server, m.step_index)?;
-                let pool = self.rollouts[&id].pool_fqdn(server).to_string();
+                let (name, pool) = self.names(id, server);
                 let stream = if m.stderr { "stderr" } else { "stdout" };
                 let detail = format!("{step} {stream}: {}", m.line);
                 self.log
-                    .append(id, Some(fqdn), Some(&pool), kind::STEP_OUTPUT, detail)
+                    .append(id, Some(&name), Some(&pool), kind::STEP_OUTPUT, detail)
                     .await
                     .map_err(store_error)?;
                 Ok(())
@@ -521,7 +539,7 @@ impl Engine {
             Body::StepFinished(m) => {
                 let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
                 let step = self.step_id(id, server, m.step_index)?;
-                let pool = self.rollouts[&id].pool_fqdn(server).to_string();
+                let (name, pool) = self.names(id, server);
                 let result = if m.timed_out {
                     "timed out".to_string()
                 } else if !m.error.is_empty() {
@@ -531,21 +549,21 @@ impl Engine {
                 };
                 let detail = format!("{step} attempt {}: {result}", m.attempt);
                 self.log
-                    .append(id, Some(fqdn), Some(&pool), kind::STEP_FINISHED, detail)
+                    .append(id, Some(&name), Some(&pool), kind::STEP_FINISHED, detail)
                     .await
                     .map_err(store_error)?;
                 Ok(())
             }
             Body::AssignmentFinished(m) => {
                 let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
-                let pool = self.rollouts[&id].pool_fqdn(server).to_string();
+                let (name, pool) = self.names(id, server);
                 let detail = if m.succeeded {
                     "succeeded".to_string()
                 } else {
                     format!("failed: {}", m.detail)
                 };
                 self.log
-                    .append(id, Some(fqdn), Some(&pool), kind::SERVER_FINISHED, detail)
+                    .append(id, Some(&name), Some(&pool), kind::SERVER_FINISHED, detail)
                     .await
                     .map_err(store_error)?;
                 let run = self.rollouts.get_mut(&id).expect("known");

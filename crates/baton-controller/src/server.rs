@@ -13,8 +13,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -84,12 +84,12 @@ pub async fn start(store: Store, listen: SocketAddr) -> Result<ControllerHandle,
         }))
         .add_service(OperatorServiceServer::new(OperatorGrpc { engine }));
     let (shutdown, stop) = oneshot::channel::<()>();
-    let task = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
-        async {
-            let _ = stop.await;
-        },
-    ));
+    // `serve_with_incoming` ignores `Server::tcp_nodelay`: without it set here, Nagle's
+    // algorithm holds back small writes (an assignment, an event) on accepted connections.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop.await;
+    }));
     Ok(ControllerHandle {
         addr,
         shutdown,

@@ -43,6 +43,7 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
         let engine = Arc::clone(&self.engine);
         let fqdn = hello.fqdn;
         tokio::spawn(async move {
+            let mut refused = None;
             loop {
                 let message = match inbound.message().await {
                     Ok(Some(message)) => message,
@@ -64,11 +65,16 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
                 };
                 if let Err(status) = result {
                     tracing::warn!(%fqdn, %status, "refused a worker message; ending its stream");
-                    let _ = tx.send(Err(status));
+                    refused = Some(status);
                     break;
                 }
             }
+            // Forgotten before the worker hears of the refusal, so that it can reconnect at
+            // once without being refused as a second stream for its FQDN.
             engine.lock().await.gone(&fqdn, connection).await;
+            if let Some(status) = refused {
+                let _ = tx.send(Err(status));
+            }
         });
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
     }

@@ -1,0 +1,922 @@
+//! The controller's gRPC protocol, in process: a real controller on 127.0.0.1 (port 0) over an
+//! in-memory SQLite store, driven with the generated clients. The worker side is played by hand
+//! (a tokio mpsc is the request stream), so every message and its order is the test's choice.
+//!
+//! Deterministic: every wait is on a response or a stream (the event log followed with
+//! `StreamEvents` is the sync point for what the controller does on its own); the timeouts are
+//! only a safety net against a hang.
+
+use std::future::Future;
+use std::time::Duration;
+
+use baton_proto::v1;
+use baton_proto::v1::controller_message::Body as ToWorker;
+use baton_proto::v1::operator_service_client::OperatorServiceClient;
+use baton_proto::v1::worker_message::Body;
+use baton_proto::v1::worker_service_client::WorkerServiceClient;
+use baton_store::Store;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status, Streaming};
+
+/// Safety bound only: nothing below waits on the clock.
+const BOUND: Duration = Duration::from_secs(30);
+
+async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+// ---- inputs ---------------------------------------------------------------------------------
+
+/// Two steps: one rendered with the server's name, one with a retry.
+const RUNBOOK: &str = r#"
+[runbook]
+name = "noop"
+shell = "sh"
+expected_duration = "1m"
+
+[[step]]
+id = "hello"
+run = "echo updating {{ server.fqdn }}"
+timeout = "1m"
+
+[[step]]
+id = "done"
+run = "true"
+timeout = "30s"
+retries = 1
+"#;
+
+/// `se01.NAME.example` … : one Standard Edition pool per server, at most one server at a time.
+fn fleet(name: &str, servers: usize) -> (String, Vec<String>) {
+    let fqdns: Vec<String> = (1..=servers)
+        .map(|i| format!("se{i:02}.{name}.example"))
+        .collect();
+    (fleet_of(name, &fqdns), fqdns)
+}
+
+fn fleet_of(name: &str, fqdns: &[String]) -> String {
+    let mut toml = format!("[fleet]\nname = \"{name}\"\nmax_parallel = 1\n");
+    for fqdn in fqdns {
+        toml.push_str(&format!(
+            "\n[[pool]]\nfqdn = \"{fqdn}\"\nedition = \"standard\"\n\n  [[pool.server]]\n  fqdn = \"{fqdn}\"\n  role = \"standard\"\n"
+        ));
+    }
+    toml
+}
+
+fn apply_request(fleet_name: &str, fleet_toml: &str) -> v1::ApplyRequest {
+    v1::ApplyRequest {
+        fleet_name: fleet_name.to_string(),
+        fleet_toml: fleet_toml.to_string(),
+        runbook_name: "noop.toml".to_string(),
+        runbook_toml: RUNBOOK.to_string(),
+        params: Default::default(),
+    }
+}
+
+fn hello(fqdn: &str) -> Body {
+    Body::Hello(v1::Hello {
+        fqdn: fqdn.to_string(),
+        version: "0.0.0-test".to_string(),
+        platform: "test".to_string(),
+    })
+}
+
+fn step_started(assignment: &str, step_index: u32) -> Body {
+    Body::StepStarted(v1::StepStarted {
+        assignment_id: assignment.to_string(),
+        step_index,
+        attempt: 1,
+    })
+}
+
+fn step_finished(assignment: &str, step_index: u32) -> Body {
+    Body::StepFinished(v1::StepFinished {
+        assignment_id: assignment.to_string(),
+        step_index,
+        attempt: 1,
+        exit_code: 0,
+        timed_out: false,
+        error: String::new(),
+    })
+}
+
+// ---- the controller and its clients ----------------------------------------------------------
+
+struct Controller {
+    channel: Channel,
+    _handle: baton_controller::ControllerHandle,
+}
+
+impl Controller {
+    async fn start() -> Controller {
+        let store = Store::connect("sqlite::memory:")
+            .await
+            .expect("in-memory store");
+        let handle = baton_controller::start(store, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("controller starts");
+        let channel = Endpoint::from_shared(format!("http://{}", handle.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the controller");
+        Controller {
+            channel,
+            _handle: handle,
+        }
+    }
+
+    fn operator(&self) -> OperatorServiceClient<Channel> {
+        OperatorServiceClient::new(self.channel.clone())
+    }
+
+    /// Opens a worker stream whose first message is `first`. `Err`: the call was refused.
+    async fn open(&self, first: Body) -> Result<Session, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        tx.send(v1::WorkerMessage { body: Some(first) })
+            .await
+            .expect("queue the first message");
+        let mut client = WorkerServiceClient::new(self.channel.clone());
+        let inbound = bounded("the session call", client.session(ReceiverStream::new(rx)))
+            .await?
+            .into_inner();
+        Ok(Session {
+            tx: Some(tx),
+            inbound,
+        })
+    }
+
+    /// The status a stream opened with `first` ends with: a refused call, or an error on the
+    /// stream before anything else.
+    async fn refused(&self, first: Body) -> Status {
+        match self.open(first).await {
+            Err(status) => status,
+            Ok(mut session) => session.refused().await,
+        }
+    }
+
+    /// A welcomed worker session.
+    async fn worker(&self, fqdn: &str) -> (Session, v1::Welcome) {
+        let mut session = self
+            .open(hello(fqdn))
+            .await
+            .unwrap_or_else(|status| panic!("session for {fqdn} refused: {status:?}"));
+        let welcome = session.welcome().await;
+        (session, welcome)
+    }
+
+    async fn apply(&self, fleet_name: &str, fleet_toml: &str) -> Result<String, Status> {
+        self.operator()
+            .apply(apply_request(fleet_name, fleet_toml))
+            .await
+            .map(|response| response.into_inner().rollout_id)
+    }
+
+    async fn status(&self, id: &str) -> v1::RolloutStatus {
+        self.operator()
+            .get_status(v1::RolloutRef {
+                rollout_id: id.to_string(),
+            })
+            .await
+            .expect("GetStatus")
+            .into_inner()
+    }
+
+    /// The whole log as it is now.
+    async fn events(&self, id: &str) -> Vec<v1::Event> {
+        let mut stream = self.follow_from(id, false).await;
+        let mut events = Vec::new();
+        while let Some(event) = bounded("the event log", stream.message())
+            .await
+            .expect("StreamEvents")
+        {
+            events.push(event);
+        }
+        events
+    }
+
+    async fn follow(&self, id: &str) -> Follower {
+        Follower {
+            stream: self.follow_from(id, true).await,
+            seen: Vec::new(),
+        }
+    }
+
+    async fn follow_from(&self, id: &str, follow: bool) -> Streaming<v1::Event> {
+        self.operator()
+            .stream_events(v1::EventsRequest {
+                rollout_id: id.to_string(),
+                after_seq: 0,
+                follow,
+            })
+            .await
+            .expect("StreamEvents")
+            .into_inner()
+    }
+
+    async fn workers(&self) -> Vec<v1::WorkerInfo> {
+        self.operator()
+            .list_servers(v1::ListServersRequest {})
+            .await
+            .expect("ListServers")
+            .into_inner()
+            .workers
+    }
+}
+
+/// One worker stream, played by the test.
+struct Session {
+    tx: Option<mpsc::Sender<v1::WorkerMessage>>,
+    inbound: Streaming<v1::ControllerMessage>,
+}
+
+impl Session {
+    async fn send(&self, body: Body) {
+        self.tx
+            .as_ref()
+            .expect("stream still open")
+            .send(v1::WorkerMessage { body: Some(body) })
+            .await
+            .expect("the request stream is gone");
+    }
+
+    async fn next(&mut self) -> ToWorker {
+        bounded("a controller message", self.inbound.message())
+            .await
+            .expect("stream failed")
+            .expect("stream ended")
+            .body
+            .expect("message without a body")
+    }
+
+    async fn welcome(&mut self) -> v1::Welcome {
+        match self.next().await {
+            ToWorker::Welcome(welcome) => welcome,
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    async fn assignment(&mut self) -> v1::Assignment {
+        match self.next().await {
+            ToWorker::Assignment(assignment) => assignment,
+            other => panic!("expected an Assignment, got {other:?}"),
+        }
+    }
+
+    /// Waits for the stream to end with an error, which it returns.
+    async fn refused(&mut self) -> Status {
+        match bounded("the stream's end", self.inbound.message()).await {
+            Err(status) => status,
+            Ok(other) => panic!("expected the stream to end with an error, got {other:?}"),
+        }
+    }
+
+    /// Ends the request stream and waits until the controller has closed its side, which it
+    /// does only after forgetting the connection.
+    async fn close(mut self) {
+        self.tx = None;
+        match bounded("the stream's end", self.inbound.message()).await {
+            Ok(None) => {}
+            other => panic!("expected the stream to end cleanly, got {other:?}"),
+        }
+    }
+
+    /// Reports every step as started and finished (exit 0), then the assignment's end.
+    async fn complete(&self, assignment: &v1::Assignment, succeeded: bool) {
+        let id = &assignment.assignment_id;
+        for index in (0u32..).take(assignment.steps.len()) {
+            self.send(step_started(id, index)).await;
+            self.send(step_finished(id, index)).await;
+        }
+        self.send(Body::AssignmentFinished(v1::AssignmentFinished {
+            assignment_id: id.clone(),
+            succeeded,
+            detail: if succeeded {
+                String::new()
+            } else {
+                "test failure".into()
+            },
+        }))
+        .await;
+    }
+}
+
+/// A `StreamEvents` follower that remembers what it has read.
+struct Follower {
+    stream: Streaming<v1::Event>,
+    seen: Vec<v1::Event>,
+}
+
+impl Follower {
+    /// Reads up to and including the next event of `kind` (for `server`, if given).
+    async fn until(&mut self, kind: &str, server: Option<&str>) -> v1::Event {
+        loop {
+            let event = bounded(kind, self.stream.message())
+                .await
+                .expect("StreamEvents failed")
+                .unwrap_or_else(|| panic!("the event stream ended before {kind}"));
+            self.seen.push(event.clone());
+            if event.kind == kind && server.is_none_or(|s| event.server == s) {
+                return event;
+            }
+        }
+    }
+
+    /// Reads until the stream ends by itself.
+    async fn until_end(&mut self) {
+        while let Some(event) = bounded("the event stream's end", self.stream.message())
+            .await
+            .expect("StreamEvents failed")
+        {
+            self.seen.push(event);
+        }
+    }
+}
+
+fn kinds(events: &[v1::Event]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+fn assert_contiguous(events: &[v1::Event]) {
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let want: Vec<u64> = (1..=events.len() as u64).collect();
+    assert_eq!(
+        seqs,
+        want,
+        "seq is not contiguous from 1: {:?}",
+        kinds(events)
+    );
+}
+
+/// `server_started`'s detail begins "assignment ID, …".
+fn assignment_of(event: &v1::Event) -> &str {
+    event
+        .detail
+        .strip_prefix("assignment ")
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no assignment in {:?}", event.detail))
+}
+
+fn server<'a>(status: &'a v1::RolloutStatus, fqdn: &str) -> &'a v1::ServerStatus {
+    status
+        .servers
+        .iter()
+        .find(|s| s.fqdn == fqdn)
+        .unwrap_or_else(|| panic!("{fqdn} not in the status"))
+}
+
+fn running(status: &v1::RolloutStatus) -> Vec<&str> {
+    status
+        .servers
+        .iter()
+        .filter(|s| s.state == "running")
+        .map(|s| s.fqdn.as_str())
+        .collect()
+}
+
+fn index_of(fqdns: &[String], fqdn: &str) -> usize {
+    fqdns
+        .iter()
+        .position(|f| f == fqdn)
+        .unwrap_or_else(|| panic!("{fqdn} is not in the fleet"))
+}
+
+// ---- Hello ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_first_message_other_than_hello_is_invalid_argument() {
+    let controller = Controller::start().await;
+    let status = controller.refused(Body::Heartbeat(v1::Heartbeat {})).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("hello"), "{status:?}");
+
+    let status = controller.refused(step_started("1-1", 0)).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}
+
+#[tokio::test]
+async fn an_invalid_fqdn_in_hello_is_invalid_argument() {
+    let controller = Controller::start().await;
+    for bad in ["", "be01..contoso.com", "be01.contoso.com; rm -rf /"] {
+        let status = controller.refused(hello(bad)).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
+        assert!(status.message().contains("not a valid FQDN"), "{status:?}");
+    }
+    assert!(controller.workers().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_worker_in_no_rollout_is_welcomed_as_unknown_and_kept_connected() {
+    let controller = Controller::start().await;
+    let fqdn = "idle01.nowhere.example";
+    let (session, welcome) = controller.worker(fqdn).await;
+    assert!(!welcome.known);
+    assert!(welcome.note.contains(fqdn), "{}", welcome.note);
+    assert!(
+        welcome.note.contains("no active rollout"),
+        "{}",
+        welcome.note
+    );
+    assert!(welcome.heartbeat_interval_ms > 0);
+
+    for _ in 0..3 {
+        session.send(Body::Heartbeat(v1::Heartbeat {})).await;
+    }
+    let workers = controller.workers().await;
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0].fqdn, fqdn);
+    assert_eq!(workers[0].version, "0.0.0-test");
+    assert!(workers[0].connected && !workers[0].known, "{workers:?}");
+    assert!(!workers[0].last_heartbeat.is_empty());
+
+    // Messages are handled in order: the heartbeats were accepted (the stream is still open)
+    // when the second Hello is refused as such.
+    let mut session = session;
+    session.send(hello(fqdn)).await;
+    let status = session.refused().await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("hello was already received"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_session_for_the_same_fqdn_is_refused_until_the_first_closes() {
+    let controller = Controller::start().await;
+    let fqdn = "be01.contoso.example";
+    let (first, _) = controller.worker(fqdn).await;
+
+    let status = controller.refused(hello(fqdn)).await;
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(status.message().contains(fqdn), "{status:?}");
+    // FQDNs compare case-insensitively, as in fleet files.
+    let status = controller.refused(hello("BE01.Contoso.Example")).await;
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+
+    first.close().await;
+    let workers = controller.workers().await;
+    assert!(workers.iter().all(|w| !w.connected), "{workers:?}");
+
+    let (_again, welcome) = controller.worker(fqdn).await;
+    assert!(!welcome.known);
+    let workers = controller.workers().await;
+    assert!(
+        workers.iter().any(|w| w.fqdn == fqdn && w.connected),
+        "{workers:?}"
+    );
+}
+
+// ---- assignments ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_assignment_carries_the_rendered_steps_and_bad_reports_end_the_stream() {
+    let controller = Controller::start().await;
+    let (toml, fqdns) = fleet("render", 2);
+    let mut sessions = Vec::new();
+    for fqdn in &fqdns {
+        sessions.push(controller.worker(fqdn).await.0);
+    }
+    let id = controller.apply("render.toml", &toml).await.expect("apply");
+    let status = controller.status(&id).await;
+    assert_eq!(status.state, "running");
+    let [first] = running(&status)[..] else {
+        panic!("expected one running server: {status:?}")
+    };
+    let first = first.to_string();
+    let (i, other) = (index_of(&fqdns, &first), 1 - index_of(&fqdns, &first));
+
+    let assignment = sessions[i].assignment().await;
+    assert_eq!(assignment.rollout_id, id);
+    assert_eq!(assignment.shell, "sh");
+    assert_eq!(assignment.expected_duration_ms, 60_000);
+    let steps: Vec<(&str, &str, u64, u32)> = assignment
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.command.as_str(), s.timeout_ms, s.retries))
+        .collect();
+    let echo = format!("echo updating {first}");
+    assert_eq!(
+        steps,
+        [
+            ("hello", echo.as_str(), 60_000, 0),
+            ("done", "true", 30_000, 1)
+        ]
+    );
+    let aid = assignment.assignment_id.clone();
+
+    sessions[i].send(step_started(&aid, 0)).await;
+    sessions[i]
+        .send(Body::StepOutput(v1::StepOutput {
+            assignment_id: aid.clone(),
+            step_index: 0,
+            line: "updating".into(),
+            stderr: false,
+        }))
+        .await;
+    // Another worker reporting on this assignment.
+    sessions[other].send(step_started(&aid, 0)).await;
+    let status = sessions[other].refused().await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    // An assignment that does not exist.
+    sessions[i]
+        .send(step_started("no-such-assignment", 0))
+        .await;
+    let status = sessions[i].refused().await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("no-such-assignment"),
+        "{status:?}"
+    );
+
+    // The refused worker can come back at once, and report on its assignment again.
+    let (mut again, welcome) = controller.worker(&first).await;
+    assert!(welcome.known, "{welcome:?}");
+    again.send(step_finished(&aid, 7)).await;
+    let status = again.refused().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("step index 7"), "{status:?}");
+
+    // Nothing recorded before the refusals is lost, and nothing after them was recorded.
+    let events = controller.events(&id).await;
+    assert_contiguous(&events);
+    assert_eq!(
+        kinds(&events),
+        [
+            "rollout_started",
+            "server_started",
+            "step_started",
+            "step_output"
+        ]
+    );
+    assert_eq!(events[1].server, first);
+    assert_eq!(assignment_of(&events[1]), aid);
+    assert_eq!(events[2].detail, "hello attempt 1");
+    assert_eq!(events[3].detail, "hello stdout: updating");
+    let status = controller.status(&id).await;
+    assert_eq!(server(&status, &first).state, "running");
+    assert_eq!(server(&status, &first).current_step, "hello");
+}
+
+#[tokio::test]
+async fn completing_assignments_by_hand_runs_the_rollout_to_its_end() {
+    let controller = Controller::start().await;
+    let (toml, fqdns) = fleet("serial", 3);
+    let mut sessions = Vec::new();
+    for fqdn in &fqdns {
+        sessions.push(controller.worker(fqdn).await.0);
+    }
+    let id = controller.apply("serial.toml", &toml).await.expect("apply");
+    let mut follower = controller.follow(&id).await;
+
+    let mut order = Vec::new();
+    for _ in 0..fqdns.len() {
+        let started = follower.until("server_started", None).await;
+        let i = index_of(&fqdns, &started.server);
+        let assignment = sessions[i].assignment().await;
+        assert_eq!(assignment.assignment_id, assignment_of(&started));
+        sessions[i].complete(&assignment, true).await;
+        let finished = follower
+            .until("server_finished", Some(&started.server))
+            .await;
+        assert_eq!(finished.detail, "succeeded");
+        order.push(started.server);
+    }
+    follower.until("rollout_finished", None).await;
+    follower.until_end().await;
+
+    let events = &follower.seen;
+    assert_contiguous(events);
+    assert_eq!(events.last().unwrap().kind, "rollout_finished");
+    assert!(
+        events
+            .last()
+            .unwrap()
+            .detail
+            .starts_with("finished: 3 succeeded"),
+        "{:?}",
+        events.last()
+    );
+    // One server at a time: started, its two steps, finished; then the next.
+    let mut want = vec!["rollout_started"];
+    for _ in &fqdns {
+        want.extend([
+            "server_started",
+            "step_started",
+            "step_finished",
+            "step_started",
+            "step_finished",
+            "server_finished",
+        ]);
+    }
+    want.push("rollout_finished");
+    assert_eq!(kinds(events), want);
+    for (n, fqdn) in order.iter().enumerate() {
+        let per_server = &events[1 + 6 * n..7 + 6 * n];
+        assert!(
+            per_server.iter().all(|e| &e.server == fqdn),
+            "{per_server:?}"
+        );
+        assert!(per_server.iter().all(|e| e.rollout == id));
+    }
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(sorted, fqdns);
+
+    let status = controller.status(&id).await;
+    assert_eq!(status.state, "finished");
+    assert!(
+        status.servers.iter().all(|s| s.state == "succeeded"),
+        "{status:?}"
+    );
+    // A finished rollout takes no more control.
+    let refused = controller
+        .operator()
+        .pause(v1::RolloutRef {
+            rollout_id: id.clone(),
+        })
+        .await
+        .expect_err("pausing a finished rollout");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    // Following a finished rollout gives its log and ends.
+    let mut late = controller.follow(&id).await;
+    late.until_end().await;
+    assert_eq!(late.seen, follower.seen);
+}
+
+#[tokio::test]
+async fn an_assignment_made_while_its_worker_is_away_is_delivered_when_it_connects() {
+    let controller = Controller::start().await;
+    let (toml, fqdns) = fleet("away", 1);
+    let id = controller.apply("away.toml", &toml).await.expect("apply");
+    let mut follower = controller.follow(&id).await;
+    let started = follower.until("server_started", Some(&fqdns[0])).await;
+    let status = controller.status(&id).await;
+    assert_eq!(server(&status, &fqdns[0]).state, "running");
+    assert!(!server(&status, &fqdns[0]).worker_connected);
+
+    let (mut session, welcome) = controller.worker(&fqdns[0]).await;
+    assert!(welcome.known, "{welcome:?}");
+    assert!(
+        welcome.note.contains(&format!("rollout {id}")),
+        "{welcome:?}"
+    );
+    let assignment = session.assignment().await;
+    assert_eq!(assignment.assignment_id, assignment_of(&started));
+    assert_eq!(assignment.steps.len(), 2);
+    assert!(server(&controller.status(&id).await, &fqdns[0]).worker_connected);
+
+    session.complete(&assignment, true).await;
+    follower.until("rollout_finished", None).await;
+    follower.until_end().await;
+    assert_eq!(controller.status(&id).await.state, "finished");
+}
+
+#[tokio::test]
+async fn a_worker_whose_fqdn_differs_in_case_gets_and_reports_its_assignment() {
+    let controller = Controller::start().await;
+    let (toml, fqdns) = fleet("case", 1);
+    let shouting = fqdns[0].to_ascii_uppercase();
+    let (mut session, welcome) = controller.worker(&shouting).await;
+    assert!(!welcome.known);
+    let id = controller.apply("case.toml", &toml).await.expect("apply");
+    let mut follower = controller.follow(&id).await;
+
+    let assignment = session.assignment().await;
+    assert!(server(&controller.status(&id).await, &fqdns[0]).worker_connected);
+    session.complete(&assignment, true).await;
+    follower.until("rollout_finished", None).await;
+    follower.until_end().await;
+    assert_eq!(controller.status(&id).await.state, "finished");
+    assert!(
+        follower
+            .seen
+            .iter()
+            .filter(|e| !e.server.is_empty())
+            .all(|e| e.server == fqdns[0]),
+        "events name the server as the fleet does: {:?}",
+        follower.seen
+    );
+}
+
+// ---- Apply ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn apply_refuses_invalid_and_overlapping_fleets() {
+    let controller = Controller::start().await;
+    let bad = "[fleet]\nname = \"bad\"\nmax_paralel = 1\n";
+    let status = controller
+        .apply("bad-fleet.toml", bad)
+        .await
+        .expect_err("an invalid fleet");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("bad-fleet.toml:3"), "{status:?}");
+    assert!(status.message().contains("max_paralel"), "{status:?}");
+
+    let mut request = apply_request("ok.toml", &fleet("ok", 1).0);
+    request.runbook_toml = RUNBOOK.replace("timeout = \"30s\"", "timeout = \"soon\"");
+    let status = controller
+        .operator()
+        .apply(request)
+        .await
+        .expect_err("an invalid runbook");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("noop.toml:15"), "{status:?}");
+
+    let shared = "se02.overlap.example".to_string();
+    let first = fleet_of("one", &["se01.overlap.example".into(), shared.clone()]);
+    let id = controller.apply("one.toml", &first).await.expect("apply");
+    let second = fleet_of("two", &[shared.clone(), "se03.overlap.example".into()]);
+    let status = controller
+        .apply("two.toml", &second)
+        .await
+        .expect_err("an overlapping fleet");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains(&shared), "{status:?}");
+    assert!(
+        status.message().contains(&format!("rollout {id}")),
+        "{status:?}"
+    );
+    // Refused applies leave no rollout behind; a disjoint fleet runs beside the first.
+    let third = fleet_of("three", &["se04.overlap.example".into()]);
+    let other = controller.apply("three.toml", &third).await.expect("apply");
+    assert_ne!(other, id);
+    assert_eq!(
+        other.parse::<i64>().unwrap(),
+        id.parse::<i64>().unwrap() + 1
+    );
+    assert_eq!(controller.status("").await.rollout_id, other);
+}
+
+// ---- Pause, Resume, Abort -------------------------------------------------------------------
+
+#[tokio::test]
+async fn pause_holds_new_starts_resume_continues_abort_lets_running_ones_finish() {
+    let controller = Controller::start().await;
+    let (toml, fqdns) = fleet("control", 3);
+    let mut sessions = Vec::new();
+    for fqdn in &fqdns {
+        sessions.push(controller.worker(fqdn).await.0);
+    }
+    let id = controller
+        .apply("control.toml", &toml)
+        .await
+        .expect("apply");
+    let mut follower = controller.follow(&id).await;
+    let rollout = || v1::RolloutRef {
+        rollout_id: id.clone(),
+    };
+    let mut operator = controller.operator();
+
+    let first = follower.until("server_started", None).await.server;
+    let a = index_of(&fqdns, &first);
+    let assignment = sessions[a].assignment().await;
+
+    let paused = operator.pause(rollout()).await.expect("pause").into_inner();
+    assert_eq!(paused.state, "paused");
+    // Pausing again changes nothing and records nothing.
+    let again = operator.pause(rollout()).await.expect("pause").into_inner();
+    assert_eq!(again.state, "paused");
+
+    // The running server finishes; nothing new starts while paused.
+    sessions[a].complete(&assignment, true).await;
+    follower.until("server_finished", Some(&first)).await;
+    let status = controller.status(&id).await;
+    assert_eq!(status.state, "paused");
+    assert!(running(&status).is_empty(), "{status:?}");
+    assert_eq!(
+        status
+            .servers
+            .iter()
+            .filter(|s| s.state == "pending")
+            .count(),
+        2,
+        "{status:?}"
+    );
+
+    let resumed = operator
+        .resume(rollout())
+        .await
+        .expect("resume")
+        .into_inner();
+    assert_eq!(resumed.state, "running");
+    let second = follower.until("server_started", None).await;
+    let b = index_of(&fqdns, &second.server);
+    assert_ne!(a, b);
+    let assignment = sessions[b].assignment().await;
+    assert_eq!(assignment.assignment_id, assignment_of(&second));
+
+    let aborting = operator.abort(rollout()).await.expect("abort").into_inner();
+    assert_eq!(aborting.state, "aborting");
+    assert_eq!(server(&aborting, &second.server).state, "running");
+    sessions[b].complete(&assignment, true).await;
+    let finished = follower.until("rollout_finished", None).await;
+    assert!(finished.detail.starts_with("aborted: "), "{finished:?}");
+    follower.until_end().await;
+
+    let status = controller.status(&id).await;
+    assert_eq!(status.state, "aborted");
+    let c = 3 - a - b;
+    assert_eq!(server(&status, &fqdns[a]).state, "succeeded");
+    assert_eq!(server(&status, &fqdns[b]).state, "succeeded");
+    assert_eq!(server(&status, &fqdns[c]).state, "not_started");
+
+    let events = &follower.seen;
+    assert_contiguous(events);
+    let all = kinds(events);
+    let at = |kind: &str| all.iter().position(|k| *k == kind).unwrap();
+    assert_eq!(all.iter().filter(|k| **k == "rollout_paused").count(), 1);
+    let starts: Vec<usize> = (0..all.len())
+        .filter(|&i| all[i] == "server_started")
+        .collect();
+    assert_eq!(starts.len(), 2, "{all:?}");
+    // The second start came after Resume, and nothing started after Abort.
+    assert!(at("rollout_paused") < at("rollout_resumed"));
+    assert!(at("rollout_resumed") < starts[1], "{all:?}");
+    assert!(starts[1] < at("rollout_aborted"), "{all:?}");
+    let not_started: Vec<&v1::Event> = events
+        .iter()
+        .filter(|e| e.kind == "server_not_started")
+        .collect();
+    assert_eq!(not_started.len(), 1, "{all:?}");
+    assert_eq!(not_started[0].server, fqdns[c]);
+}
+
+// ---- health, reflection, store --------------------------------------------------------------
+
+#[tokio::test]
+async fn health_reports_serving_and_reflection_lists_the_services() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let controller = Controller::start().await;
+    let mut health = HealthClient::new(controller.channel.clone());
+    for service in ["baton.v1.WorkerService", "baton.v1.OperatorService"] {
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("health of {service}: {status:?}"))
+            .into_inner();
+        assert_eq!(response.status(), ServingStatus::Serving, "{service}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(controller.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = bounded("the reflection answer", responses.message())
+        .await
+        .expect("reflection stream")
+        .expect("a reflection answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}")
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for service in ["baton.v1.WorkerService", "baton.v1.OperatorService"] {
+        assert!(names.contains(&service), "{service} not in {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_in_the_error() {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let url = "postgres://baton:s3cret@127.0.0.1:1/baton";
+    let err = Store::connect(url)
+        .await
+        .expect_err("nothing listens on port 1");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot connect to database postgres://baton:***@127.0.0.1:1/baton"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "the password leaked: {text}");
+
+    let missing = std::env::temp_dir()
+        .join("baton-no-such-dir-7b1e")
+        .join("baton.db");
+    let url = format!("sqlite://{}", missing.display());
+    let text = Store::connect(&url)
+        .await
+        .expect_err("a missing directory")
+        .to_string();
+    assert!(text.contains(&missing.display().to_string()), "{text}");
+    assert!(text.contains("does not exist"), "{text}");
+}
