@@ -1,0 +1,1241 @@
+//! Baton end to end: a real `baton-controller` on SQLite or PostgreSQL, one real `baton-worker`
+//! process per server, and the real `baton` CLI, over loopback gRPC.
+//!
+//! Every test runs on both stores (`<test>::sqlite`, `<test>::postgres`); the PostgreSQL
+//! variants need `BATON_TEST_POSTGRES_URL` (`.ci/postgres.sh` prints one) and otherwise say they
+//! were skipped and pass. The binaries are built once per test process by `support::bins()`.
+
+#![cfg(unix)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use baton_core::Fleet;
+use baton_core::audit::{audit_schedule, rule_peaks};
+use baton_core::scheduler::{Outcome, ServerRecord};
+use serde_json::Value;
+use support::{Backend, Cluster, Event, run_bounded, stderr, stdout, wait_until};
+
+/// Runs each named test body, a `fn(Backend)`, once per store.
+macro_rules! on_both_stores {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            use super::support::Backend;
+
+            #[test]
+            fn sqlite() {
+                super::$test(Backend::Sqlite);
+            }
+
+            #[test]
+            fn postgres() {
+                super::$test(Backend::Postgres);
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    full_rollout_obeys_every_rule,
+    pause_resume_and_abort,
+    sfb_runbook_on_real_workers,
+    bad_input_over_the_wire,
+    a_failing_server_stops_the_rollout,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// 12 servers in 5 pools over two sites, with caps low enough that servers wait for every
+/// rule: an EE pool with one back end (paired), an EE pool with two back ends that go last, a
+/// paired Standard Edition pair, and an Edge pool.
+const MAIN_FLEET: &str = r#"
+[fleet]
+name = "e2e-main"
+max_parallel = 4
+
+[[site]]
+name = "east"
+max_parallel = 3
+
+[[site]]
+name = "west"
+max_parallel = 2
+
+[[pool]]
+fqdn = "pool1.east.e2e.test"
+site = "east"
+edition = "enterprise"
+sql_server = "sql1.east.e2e.test"
+paired_with = "pool2.east.e2e.test"
+max_unavailable = 2
+
+  [[pool.server]]
+  fqdn = "be1.east.e2e.test"
+  role = "backend"
+
+  [[pool.server]]
+  fqdn = "fe1a.east.e2e.test"
+  role = "frontend"
+
+  [[pool.server]]
+  fqdn = "fe1b.east.e2e.test"
+  role = "frontend"
+
+  [[pool.server]]
+  fqdn = "fe1c.east.e2e.test"
+  role = "frontend"
+
+[[pool]]
+fqdn = "pool2.east.e2e.test"
+site = "east"
+edition = "enterprise"
+sql_server = "sql2.east.e2e.test"
+max_unavailable = 1
+backends_last = true
+
+  [[pool.server]]
+  fqdn = "be2a.east.e2e.test"
+  role = "backend"
+
+  [[pool.server]]
+  fqdn = "be2b.east.e2e.test"
+  role = "backend"
+
+  [[pool.server]]
+  fqdn = "fe2a.east.e2e.test"
+  role = "frontend"
+
+  [[pool.server]]
+  fqdn = "fe2b.east.e2e.test"
+  role = "frontend"
+
+[[pool]]
+fqdn = "se1.west.e2e.test"
+site = "west"
+edition = "standard"
+paired_with = "se2.west.e2e.test"
+
+  [[pool.server]]
+  fqdn = "se1.west.e2e.test"
+  role = "standard"
+
+[[pool]]
+fqdn = "se2.west.e2e.test"
+site = "west"
+edition = "standard"
+
+  [[pool.server]]
+  fqdn = "se2.west.e2e.test"
+  role = "standard"
+
+[[pool]]
+fqdn = "edge.west.e2e.test"
+site = "west"
+edition = "enterprise"
+max_unavailable = 2
+
+  [[pool.server]]
+  fqdn = "edge1.west.e2e.test"
+  role = "edge"
+
+  [[pool.server]]
+  fqdn = "edge2.west.e2e.test"
+  role = "edge"
+"#;
+
+/// Two real `sh` steps of a short sleep each; the second one prints a line.
+const SLEEP_RUNBOOK: &str = r#"
+[runbook]
+name = "e2e-sleep"
+shell = "sh"
+expected_duration = "1s"
+
+[runbook.expected_duration_by_role]
+backend = "2s"
+
+[[step]]
+id = "prepare"
+run = "sleep 0.2"
+timeout = "30s"
+
+[[step]]
+id = "patch"
+run = "echo patching {{ server.fqdn }} in {{ pool.fqdn }}; sleep 0.2"
+timeout = "30s"
+"#;
+
+/// For `--executor simulate`: the commands are never run, each server takes its expected
+/// duration times the worker's `--time-scale`.
+const SIMULATED_RUNBOOK: &str = r#"
+[runbook]
+name = "e2e-simulated"
+shell = "sh"
+expected_duration = "10s"
+
+[[step]]
+id = "drain"
+run = "false"
+timeout = "1m"
+
+[[step]]
+id = "patch"
+run = "false"
+timeout = "1m"
+"#;
+
+/// Four front ends, one at a time (fleet cap 1).
+const ONE_AT_A_TIME_FLEET: &str = r#"
+[fleet]
+name = "e2e-pause"
+max_parallel = 1
+
+[[pool]]
+fqdn = "web.pause.e2e.test"
+edition = "enterprise"
+
+  [[pool.server]]
+  fqdn = "web1.pause.e2e.test"
+  role = "frontend"
+
+  [[pool.server]]
+  fqdn = "web2.pause.e2e.test"
+  role = "frontend"
+
+  [[pool.server]]
+  fqdn = "web3.pause.e2e.test"
+  role = "frontend"
+
+  [[pool.server]]
+  fqdn = "web4.pause.e2e.test"
+  role = "frontend"
+"#;
+
+/// One kind of server per command list of the Skype for Business runbook.
+const SFB_FLEET: &str = r#"
+[fleet]
+name = "e2e-sfb"
+
+[[pool]]
+fqdn = "pool01.sfb.e2e.test"
+edition = "enterprise"
+sql_server = "sql01.sfb.e2e.test"
+
+  [[pool.server]]
+  fqdn = "be01.sfb.e2e.test"
+  role = "backend"
+
+  [[pool.server]]
+  fqdn = "fe01.sfb.e2e.test"
+  role = "frontend"
+
+[[pool]]
+fqdn = "pool02.sfb.e2e.test"
+edition = "enterprise"
+sql_server = "sql02.sfb.e2e.test"
+
+  [[pool.server]]
+  fqdn = "be02.sfb.e2e.test"
+  role = "backend"
+  collocated_databases = true
+
+[[pool]]
+fqdn = "se01.sfb.e2e.test"
+edition = "standard"
+
+  [[pool.server]]
+  fqdn = "se01.sfb.e2e.test"
+  role = "standard"
+
+[[pool]]
+fqdn = "edge.sfb.e2e.test"
+edition = "enterprise"
+
+  [[pool.server]]
+  fqdn = "edge01.sfb.e2e.test"
+  role = "edge"
+"#;
+
+/// A stand-in for PowerShell: checks it was called as `-NoProfile -NonInteractive -Command
+/// COMMAND`, appends COMMAND (its last argument) to `commands/$BATON_E2E_FQDN.log` next to
+/// itself, and succeeds.
+const FAKE_POWERSHELL: &str = r#"#!/bin/sh
+if [ "$#" -ne 4 ] || [ "$1" != "-NoProfile" ] || [ "$2" != "-NonInteractive" ] || [ "$3" != "-Command" ]; then
+    echo "fake powershell: unexpected arguments: $*" >&2
+    exit 97
+fi
+printf '%s\n' "$4" >> "$(dirname "$0")/commands/$BATON_E2E_FQDN.log"
+printf 'fake powershell ran: %s\n' "$4"
+"#;
+
+/// Two front ends, for the bad-input tests.
+const WIRE_FLEET: &str = r#"
+[fleet]
+name = "e2e-wire"
+
+[[pool]]
+fqdn = "pool.wire.e2e.test"
+edition = "enterprise"
+
+  [[pool.server]]
+  fqdn = "a.wire.e2e.test"
+  role = "frontend"
+
+  [[pool.server]]
+  fqdn = "b.wire.e2e.test"
+  role = "frontend"
+"#;
+
+/// `role` on line 10 is not a role.
+const UNKNOWN_ROLE_FLEET: &str = r#"[fleet]
+name = "e2e-wire"
+
+[[pool]]
+fqdn = "pool.wire.e2e.test"
+edition = "enterprise"
+
+  [[pool.server]]
+  fqdn = "a.wire.e2e.test"
+  role = "frontdoor"
+"#;
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn fleet(text: &str) -> Fleet {
+    Fleet::from_toml("fleet.toml", text).expect("the test fleet is valid")
+}
+
+fn fqdns(fleet: &Fleet) -> Vec<&str> {
+    fleet.servers.iter().map(|s| s.fqdn.as_str()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the event log and the status
+
+fn kinds(events: &[Event]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+fn count(events: &[Event], kind: &str) -> usize {
+    events.iter().filter(|e| e.kind == kind).count()
+}
+
+/// The seq of the only event of `kind`.
+fn only(events: &[Event], kind: &str) -> u64 {
+    let found: Vec<u64> = events
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {kind} event expected: {:#?}",
+        kinds(events)
+    );
+    found[0]
+}
+
+/// The whole log's shape: seqs 1, 2, 3…; exactly the seven documented keys; one rollout;
+/// rollout-wide events without server and pool, server events with the server's own pool;
+/// timestamps in commit order.
+fn assert_log_shape(events: &[Event], id: &str, fleet: &Fleet) {
+    assert!(!events.is_empty(), "rollout {id} has no events");
+    for (index, event) in events.iter().enumerate() {
+        assert_eq!(
+            event.seq,
+            index as u64 + 1,
+            "seqs are contiguous from 1: {event:?}"
+        );
+        assert_eq!(
+            event.keys,
+            ["at", "detail", "kind", "pool", "rollout", "seq", "server"],
+            "exactly the seven keys: {event:?}"
+        );
+        assert_eq!(event.rollout, id, "{event:?}");
+        assert!(
+            event.at.len() == 24 && event.at.ends_with('Z') && event.at.as_bytes()[10] == b'T',
+            "RFC 3339 with milliseconds: {event:?}"
+        );
+        if event.kind.starts_with("rollout_") {
+            assert_eq!(
+                (event.server.as_str(), event.pool.as_str()),
+                ("", ""),
+                "{event:?}"
+            );
+        } else {
+            let server = fleet
+                .server_by_fqdn(&event.server)
+                .unwrap_or_else(|| panic!("event for a server not in the fleet: {event:?}"));
+            assert_eq!(
+                event.pool, fleet.pools[fleet.servers[server].pool].fqdn,
+                "{event:?}"
+            );
+        }
+    }
+    assert!(
+        events.windows(2).all(|w| w[0].at <= w[1].at),
+        "timestamps follow the seqs"
+    );
+    assert_eq!(events[0].kind, "rollout_started");
+    assert_eq!(
+        events.last().map(|e| e.kind.as_str()),
+        Some("rollout_finished")
+    );
+}
+
+/// Each server's maintenance window from its `server_started` and `server_finished` events,
+/// with seqs as the clock: the controller commits the events one after the other, each before
+/// it acts on it, so seq order is the order things happened in.
+fn records_from_events(fleet: &Fleet, events: &[Event]) -> Vec<ServerRecord> {
+    let mut records = vec![ServerRecord::default(); fleet.servers.len()];
+    for event in events {
+        let Some(server) = fleet.server_by_fqdn(&event.server) else {
+            continue;
+        };
+        let record = &mut records[server];
+        match event.kind.as_str() {
+            "server_started" => {
+                assert_eq!(record.start, None, "started twice: {event:?}");
+                record.start = Some(event.seq);
+            }
+            "server_finished" => {
+                assert!(
+                    record.start.is_some(),
+                    "finished before it started: {event:?}"
+                );
+                assert_eq!(record.end, None, "finished twice: {event:?}");
+                record.end = Some(event.seq);
+                record.outcome = Some(if event.detail == "succeeded" {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed
+                });
+            }
+            _ => {}
+        }
+    }
+    records
+}
+
+/// `baton status --format json`'s servers: fqdn -> state.
+fn server_states(status: &Value) -> BTreeMap<String, String> {
+    status["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .map(|s| {
+            (
+                s["fqdn"].as_str().expect("fqdn").to_string(),
+                s["state"].as_str().expect("state").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn assert_all_succeeded(status: &Value, fleet: &Fleet) {
+    assert_eq!(status["state"], "finished", "{status:#}");
+    let states = server_states(status);
+    let want: BTreeMap<String, String> = fleet
+        .servers
+        .iter()
+        .map(|s| (s.fqdn.clone(), "succeeded".to_string()))
+        .collect();
+    assert_eq!(states, want, "{status:#}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. A full rollout, checked against the rules over its event log
+
+fn full_rollout_obeys_every_rule(backend: Backend) {
+    let Some(mut cluster) = Cluster::start("full_rollout", backend) else {
+        return;
+    };
+    let fleet = fleet(MAIN_FLEET);
+    assert_eq!((fleet.servers.len(), fleet.pools.len()), (12, 5));
+    let fleet_file = cluster.write("fleet.toml", MAIN_FLEET);
+    let runbook_file = cluster.write("runbook.toml", SLEEP_RUNBOOK);
+    for fqdn in fqdns(&fleet) {
+        cluster.start_worker(fqdn, &["--executor", "shell"], &[]);
+    }
+    cluster.wait_connected(fqdns(&fleet));
+
+    let id = cluster.apply(&fleet_file, &runbook_file, &[]);
+    let watched = cluster.watch(&id);
+    assert!(
+        watched.contains(&format!("rollout {id} of fleet e2e-main: finished")),
+        "{watched}"
+    );
+
+    let events = cluster.events(&id);
+    assert_log_shape(&events, &id, &fleet);
+    let seen: BTreeSet<&str> = kinds(&events).into_iter().collect();
+    for kind in [
+        "rollout_started",
+        "server_started",
+        "step_started",
+        "step_output",
+        "step_finished",
+        "server_finished",
+        "rollout_finished",
+    ] {
+        assert!(seen.contains(kind), "no {kind} event: {seen:?}");
+    }
+    assert_eq!(only(&events, "rollout_started"), 1);
+    assert_eq!(only(&events, "rollout_finished"), events.len() as u64);
+    let finished = &events[events.len() - 1].detail;
+    assert!(
+        finished.starts_with("finished: 12 succeeded in "),
+        "{finished}"
+    );
+
+    // Every server: started once, ran both steps for real (the output line is rendered from
+    // its own fqdn and pool), finished once with `succeeded`, all inside its window.
+    for server in &fleet.servers {
+        let pool = &fleet.pools[server.pool].fqdn;
+        let own: Vec<(&str, &str)> = events
+            .iter()
+            .filter(|e| e.server == server.fqdn)
+            .map(|e| (e.kind.as_str(), e.detail.as_str()))
+            .collect();
+        let patching = format!("patch stdout: patching {} in {pool}", server.fqdn);
+        let want = [
+            ("step_started", "prepare attempt 1"),
+            ("step_finished", "prepare attempt 1: exit 0"),
+            ("step_started", "patch attempt 1"),
+            ("step_output", patching.as_str()),
+            ("step_finished", "patch attempt 1: exit 0"),
+            ("server_finished", "succeeded"),
+        ];
+        assert!(
+            own.len() == 7 && own[0].0 == "server_started" && own[0].1.starts_with("assignment "),
+            "{}: {own:#?}",
+            server.fqdn
+        );
+        assert_eq!(own[1..], want, "{}", server.fqdn);
+    }
+
+    // The rules, re-checked by the independent auditor over what really happened.
+    let records = records_from_events(&fleet, &events);
+    for (record, server) in records.iter().zip(&fleet.servers) {
+        assert_eq!(
+            record.outcome,
+            Some(Outcome::Succeeded),
+            "{} did not finish exactly once with succeeded",
+            server.fqdn
+        );
+    }
+    if let Err(violation) = audit_schedule(&fleet, &records) {
+        panic!("the live rollout broke a rule: {violation}\nevents: {events:#?}");
+    }
+    // The check has teeth: the same servers all at once break the rules.
+    let all_at_once: Vec<ServerRecord> = records
+        .iter()
+        .map(|r| ServerRecord {
+            start: Some(1),
+            end: Some(2),
+            ..r.clone()
+        })
+        .collect();
+    assert!(audit_schedule(&fleet, &all_at_once).is_err());
+    // And the caps were reached, so servers did wait for them.
+    let peaks = rule_peaks(&fleet, &records);
+    assert_eq!(peaks.backends_in_a_pool, 1, "{peaks:?}");
+    assert_eq!(peaks.pools_mixed, 0, "{peaks:?}");
+    assert_eq!(peaks.pairs_degraded, 0, "{peaks:?}");
+    assert_eq!(peaks.fleet, 4, "the fleet cap is reached: {peaks:?}");
+    assert!(peaks.sites[0] <= 3 && peaks.sites[1] <= 2, "{peaks:?}");
+    assert!(
+        peaks.others_in_a_pool.0 <= peaks.others_in_a_pool.1,
+        "{peaks:?}"
+    );
+
+    let status = cluster.status(&id);
+    assert_all_succeeded(&status, &fleet);
+    let servers = status["servers"].as_array().expect("servers");
+    assert!(
+        servers.iter().all(|s| {
+            s["worker_connected"] == true && s["start_s"].is_number() && s["end_s"].is_number()
+        }),
+        "{status:#}"
+    );
+    assert!(
+        servers.iter().any(|s| s["waited_for"] != ""),
+        "some server waited for a rule: {status:#}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Pause, resume, abort
+
+fn pause_resume_and_abort(backend: Backend) {
+    let Some(mut cluster) = Cluster::start("pause_resume_abort", backend) else {
+        return;
+    };
+    let fleet = fleet(ONE_AT_A_TIME_FLEET);
+    let fleet_file = cluster.write("fleet.toml", ONE_AT_A_TIME_FLEET);
+    let runbook_file = cluster.write("runbook.toml", SIMULATED_RUNBOOK);
+    // 10 s expected × 0.1: each server takes about a second.
+    for fqdn in fqdns(&fleet) {
+        cluster.start_worker(
+            fqdn,
+            &["--executor", "simulate", "--time-scale", "0.1"],
+            &[],
+        );
+    }
+    cluster.wait_connected(fqdns(&fleet));
+
+    // --- pause, then resume
+    let id = cluster.apply(&fleet_file, &runbook_file, &[]);
+    assert_eq!(
+        cluster.baton_ok(&["pause", &id]),
+        format!("rollout {id}: paused\n")
+    );
+    assert_eq!(cluster.status(&id)["state"], "paused");
+
+    // Who was running when it paused finishes; nothing new starts.
+    let events = cluster.events(&id);
+    let paused = only(&events, "rollout_paused");
+    let running_at_pause: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == "server_started" && e.seq < paused)
+        .map(|e| e.server.clone())
+        .collect();
+    assert!(!running_at_pause.is_empty(), "apply starts a server");
+    cluster.wait_events(&id, "the running server to finish while paused", |events| {
+        running_at_pause.iter().all(|server| {
+            events
+                .iter()
+                .any(|e| e.kind == "server_finished" && &e.server == server)
+        })
+    });
+    // The controller handles a finish (and would start the next server) under the lock a
+    // status call waits for: after this call the log holds whatever that finish led to.
+    let status = cluster.status(&id);
+    assert_eq!(status["state"], "paused", "{status:#}");
+    let events = cluster.events(&id);
+    let started_while_paused: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind == "server_started" && e.seq > paused)
+        .collect();
+    assert!(
+        started_while_paused.is_empty(),
+        "started while paused: {started_while_paused:#?}"
+    );
+    let states = server_states(&status);
+    assert!(
+        states.values().all(|s| s == "succeeded" || s == "pending"),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.values().filter(|s| *s == "pending").count(),
+        fleet.servers.len() - running_at_pause.len(),
+        "{states:?}"
+    );
+
+    assert_eq!(
+        cluster.baton_ok(&["resume", &id]),
+        format!("rollout {id}: running\n")
+    );
+    let watched = cluster.watch(&id);
+    assert!(watched.contains("finished"), "{watched}");
+    assert_all_succeeded(&cluster.status(&id), &fleet);
+    let events = cluster.events(&id);
+    assert_log_shape(&events, &id, &fleet);
+    let resumed = only(&events, "rollout_resumed");
+    assert!(paused < resumed);
+    for event in events.iter().filter(|e| e.kind == "server_started") {
+        assert!(
+            event.seq < paused || event.seq > resumed,
+            "started while paused: {event:?}"
+        );
+    }
+    assert_eq!(count(&events, "server_started"), 4);
+    assert_eq!(count(&events, "server_finished"), 4);
+
+    // --- abort a second rollout mid-way
+    let id = cluster.apply(&fleet_file, &runbook_file, &[]);
+    cluster.wait_events(&id, "the second server to start", |events| {
+        count(events, "server_started") >= 2
+    });
+    // A server is running, so the rollout is aborting until it finishes.
+    assert_eq!(
+        cluster.baton_ok(&["abort", &id]),
+        format!("rollout {id}: aborting\n")
+    );
+    let state = cluster.status(&id)["state"].clone();
+    assert!(state == "aborting" || state == "aborted", "{state}");
+    let watched = cluster.watch(&id);
+    assert!(watched.contains("aborted"), "{watched}");
+
+    let status = cluster.status(&id);
+    assert_eq!(status["state"], "aborted", "{status:#}");
+    let events = cluster.events(&id);
+    assert_log_shape(&events, &id, &fleet);
+    let aborted = only(&events, "rollout_aborted");
+    let finished = only(&events, "rollout_finished");
+    assert!(aborted < finished);
+    assert!(
+        events[finished as usize - 1]
+            .detail
+            .starts_with("aborted: "),
+        "{:?}",
+        events[finished as usize - 1]
+    );
+    let started: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e.kind == "server_started")
+        .inspect(|e| assert!(e.seq < aborted, "started after the abort: {e:?}"))
+        .map(|e| e.server.as_str())
+        .collect();
+    let states = server_states(&status);
+    for server in &fleet.servers {
+        let state = &states[&server.fqdn];
+        if started.contains(server.fqdn.as_str()) {
+            assert_eq!(state, "succeeded", "{}", server.fqdn);
+        } else {
+            assert_eq!(state, "not_started", "{}", server.fqdn);
+            assert!(
+                events.iter().any(|e| e.kind == "server_not_started"
+                    && e.server == server.fqdn
+                    && e.seq > aborted),
+                "no server_not_started event for {}",
+                server.fqdn
+            );
+        }
+    }
+    assert!(
+        (2..fleet.servers.len()).contains(&started.len()),
+        "aborted mid-way: {started:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The Skype for Business runbook, run by real workers against a fake PowerShell
+
+const INSTALL: &str = r"$p = Start-Process -FilePath 'D:\CU\2024-09\SkypeServerUpdateInstaller.exe' -ArgumentList '/silentmode' -Wait -PassThru; exit $p.ExitCode";
+
+/// What each server must have been given, in order (the lists of
+/// crates/baton-core/tests/sfb_runbook_golden.rs, with this fleet's SQL servers).
+fn expected_sfb_commands() -> BTreeMap<&'static str, Vec<&'static str>> {
+    BTreeMap::from([
+        (
+            "be01.sfb.e2e.test",
+            vec![
+                "Stop-CsWindowsService",
+                "net stop w3svc",
+                INSTALL,
+                "Stop-CsWindowsService",
+                "net start w3svc",
+                "Install-CsDatabase -Update -ConfiguredDatabases -SqlServerFqdn sql01.sfb.e2e.test",
+            ],
+        ),
+        (
+            "be02.sfb.e2e.test",
+            vec![
+                "Stop-CsWindowsService",
+                "net stop w3svc",
+                INSTALL,
+                "Stop-CsWindowsService",
+                "net start w3svc",
+                "Install-CsDatabase -Update -ConfiguredDatabases -SqlServerFqdn sql02.sfb.e2e.test -ExcludeCollocatedStores",
+            ],
+        ),
+        (
+            "se01.sfb.e2e.test",
+            vec![
+                "Stop-CsWindowsService",
+                "net stop w3svc",
+                INSTALL,
+                "Stop-CsWindowsService",
+                "net start w3svc",
+                "Install-CsDatabase -Update -LocalDatabases",
+                "Start-CsWindowsService",
+            ],
+        ),
+        (
+            "fe01.sfb.e2e.test",
+            vec![
+                "Stop-CsWindowsService",
+                "net stop w3svc",
+                INSTALL,
+                "Stop-CsWindowsService",
+                "net start w3svc",
+                "Start-CsWindowsService",
+            ],
+        ),
+        (
+            "edge01.sfb.e2e.test",
+            vec![
+                "Stop-CsWindowsService",
+                INSTALL,
+                "Stop-CsWindowsService",
+                "Start-CsWindowsService",
+            ],
+        ),
+    ])
+}
+
+fn sfb_runbook_on_real_workers(backend: Backend) {
+    let Some(mut cluster) = Cluster::start("sfb_runbook", backend) else {
+        return;
+    };
+    let fleet = fleet(SFB_FLEET);
+    let fleet_file = cluster.write("fleet.toml", SFB_FLEET);
+    let shim = cluster.write("fake-powershell", FAKE_POWERSHELL);
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let logs = cluster.dir().join("commands");
+    std::fs::create_dir(&logs).expect("mkdir commands");
+    let shim = shim.to_str().expect("UTF-8 path").to_string();
+    for fqdn in fqdns(&fleet) {
+        cluster.start_worker(
+            fqdn,
+            &["--executor", "shell", "--shell", &shim],
+            &[("BATON_E2E_FQDN", fqdn)],
+        );
+    }
+    cluster.wait_connected(fqdns(&fleet));
+
+    let id = cluster.apply(
+        &fleet_file,
+        &repo_file("runbooks/sfb-server-update.toml"),
+        &[r"package_path=D:\CU\2024-09\SkypeServerUpdateInstaller.exe"],
+    );
+    cluster.watch(&id);
+    assert_all_succeeded(&cluster.status(&id), &fleet);
+
+    let expected = expected_sfb_commands();
+    let in_fleet: BTreeSet<&str> = fqdns(&fleet).into_iter().collect();
+    assert_eq!(expected.keys().copied().collect::<BTreeSet<_>>(), in_fleet);
+    for (fqdn, want) in &expected {
+        let log = logs.join(format!("{fqdn}.log"));
+        let text = std::fs::read_to_string(&log)
+            .unwrap_or_else(|e| panic!("{fqdn} ran no command ({}: {e})", log.display()));
+        assert_eq!(text.lines().collect::<Vec<_>>(), *want, "{fqdn}");
+    }
+    // What the shim printed came back as each step's output, and every step exited 0.
+    let events = cluster.events(&id);
+    assert_log_shape(&events, &id, &fleet);
+    for (fqdn, want) in &expected {
+        let outputs: Vec<&str> = events
+            .iter()
+            .filter(|e| e.kind == "step_output" && e.server == *fqdn)
+            .map(|e| {
+                e.detail
+                    .split_once(" stdout: fake powershell ran: ")
+                    .map_or("", |p| p.1)
+            })
+            .collect();
+        assert_eq!(outputs, *want, "{fqdn}");
+        let finished = events
+            .iter()
+            .filter(|e| e.kind == "step_finished" && e.server == *fqdn)
+            .inspect(|e| assert!(e.detail.ends_with(": exit 0"), "{e:?}"))
+            .count();
+        assert_eq!(finished, want.len(), "{fqdn}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Bad input over the wire
+
+fn bad_input_over_the_wire(backend: Backend) {
+    let Some(mut cluster) = Cluster::start("bad_input", backend) else {
+        return;
+    };
+    let runbook_file = cluster.write("runbook.toml", SIMULATED_RUNBOOK);
+
+    // An invalid fleet: one error line naming the file and the line, exit 1, nothing started.
+    let bad = cluster.write("unknown-role.toml", UNKNOWN_ROLE_FLEET);
+    let out = cluster.baton(&[
+        "apply",
+        bad.to_str().expect("UTF-8 path"),
+        "--runbook",
+        runbook_file.to_str().expect("UTF-8 path"),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(stdout(&out), "");
+    assert!(
+        err.starts_with(&format!("error: {}:10: ", bad.display())),
+        "names the file and line: {err}"
+    );
+    assert!(
+        err.contains(r#"`pool.server.role` = "frontdoor": unknown role"#),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let none = cluster.baton(&["status"]);
+    assert!(
+        !none.status.success(),
+        "no rollout was started: {}",
+        stdout(&none)
+    );
+
+    // A worker for a server in no fleet: registered, known = no, idle.
+    let fleet = fleet(WIRE_FLEET);
+    let fleet_file = cluster.write("fleet.toml", WIRE_FLEET);
+    let simulate = ["--executor", "simulate", "--time-scale", "0.01"];
+    let stranger = "stranger.wire.e2e.test";
+    let stranger_worker = cluster.start_worker(stranger, &simulate, &[]);
+    let mut workers = BTreeMap::new();
+    for fqdn in fqdns(&fleet) {
+        workers.insert(fqdn, cluster.start_worker(fqdn, &simulate, &[]));
+    }
+    cluster.wait_connected(fqdns(&fleet).into_iter().chain([stranger]));
+    let servers = cluster.servers();
+    assert_eq!(servers[stranger]["known"], false, "{servers:#?}");
+    let table = cluster.baton_ok(&["servers"]);
+    let row = table
+        .lines()
+        .find(|l| l.contains(stranger))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.trim_end_matches(['│', ' ']).ends_with("no"), "{row}");
+    wait_until(
+        "the stranger to be told it is unknown",
+        support::TIMEOUT,
+        || {
+            cluster
+                .worker_stderr(stranger_worker)
+                .contains("controller does not know this worker")
+                .then_some(())
+        },
+    );
+
+    // A second worker for a connected FQDN is refused with ALREADY_EXISTS (the worker logs
+    // that code as "another worker is already connected") and keeps retrying, harmlessly.
+    let first = workers["a.wire.e2e.test"];
+    let second = cluster.start_worker("a.wire.e2e.test", &simulate, &[]);
+    wait_until("the second worker to be refused", support::TIMEOUT, || {
+        let log = cluster.worker_stderr(second);
+        (log.contains(
+            "controller refused the stream: another worker is already connected as a.wire.e2e.test",
+        ) && log.contains("a second one is refused"))
+        .then_some(())
+    });
+    assert!(cluster.worker_exited(second).is_none(), "it keeps retrying");
+    let servers = cluster.servers();
+    assert_eq!(servers.len(), 3, "{servers:#?}");
+    assert_eq!(servers["a.wire.e2e.test"]["connected"], true);
+
+    // The first one keeps working: it runs its server's assignment, the stranger gets none.
+    let id = cluster.apply(&fleet_file, &runbook_file, &[]);
+    cluster.watch(&id);
+    assert_all_succeeded(&cluster.status(&id), &fleet);
+    let events = cluster.events(&id);
+    assert_log_shape(&events, &id, &fleet);
+    assert!(
+        events.iter().all(|e| e.server != stranger),
+        "the stranger got events: {events:#?}"
+    );
+    for (index, runs) in [(first, true), (second, false), (stranger_worker, false)] {
+        assert_eq!(
+            cluster.worker_stderr(index).contains("assignment received"),
+            runs,
+            "worker {index}:\n{}",
+            cluster.worker_stderr(index)
+        );
+    }
+    let servers = cluster.servers();
+    assert_eq!(servers[stranger]["known"], false, "{servers:#?}");
+    assert_eq!(servers[stranger]["connected"], true, "{servers:#?}");
+
+    // A database the controller cannot use: it exits non-zero, naming it (password hidden).
+    let missing = cluster.dir().join("missing").join("baton.db");
+    let mut unusable = vec![(
+        format!("sqlite://{}", missing.display()),
+        format!(
+            "error: cannot open the store: cannot create SQLite database {}: directory {} does not exist",
+            missing.display(),
+            missing.parent().expect("parent").display()
+        ),
+    )];
+    unusable.push((
+        "postgres://baton:wrong@127.0.0.1:1/x".to_string(),
+        "error: cannot open the store: cannot connect to database postgres://baton:***@127.0.0.1:1/x: "
+            .to_string(),
+    ));
+    if backend == Backend::Postgres
+        && let Some((user, host)) = postgres_user_and_host(&cluster.db_url)
+    {
+        unusable.push((
+            format!("postgres://{user}:wrong-password@{host}"),
+            format!("error: cannot open the store: cannot connect to database postgres://{user}:***@{host}"),
+        ));
+    }
+    for (url, says) in unusable {
+        let out = run_bounded(
+            Command::new(&support::bins().controller)
+                .args(["--listen", "127.0.0.1:0", "--db", &url])
+                .env("RUST_LOG", "warn"),
+            Duration::from_secs(30),
+            "baton-controller with an unusable database",
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{url}: {err}");
+        assert!(err.contains(&says), "{url}: wanted {says:?} in:\n{err}");
+        assert!(!err.contains("wrong"), "the password is shown: {err}");
+    }
+}
+
+/// `("baton", "127.0.0.1:5432/baton_test")` from `postgres://baton:PASSWORD@127.0.0.1:5432/baton_test?…`.
+fn postgres_user_and_host(url: &str) -> Option<(String, String)> {
+    let rest = url.split_once("://")?.1;
+    let (userinfo, host) = rest.split_once('@')?;
+    let user = userinfo.split(':').next()?;
+    let host = host.split('?').next()?;
+    Some((user.to_string(), host.to_string()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. A failing step, for real: retried, then the server fails, its pool is quarantined and,
+// past max_failures = 0, nothing else starts
+
+/// Two pools of two front ends, one server at a time.
+const FAILING_FLEET: &str = r#"
+[fleet]
+name = "e2e-failing"
+max_parallel = 1
+
+[[pool]]
+fqdn = "x.fail.e2e.test"
+edition = "enterprise"
+
+  [[pool.server]]
+  fqdn = "x1.fail.e2e.test"
+  role = "frontend"
+
+  [[pool.server]]
+  fqdn = "x2.fail.e2e.test"
+  role = "frontend"
+
+[[pool]]
+fqdn = "y.fail.e2e.test"
+edition = "enterprise"
+
+  [[pool.server]]
+  fqdn = "y1.fail.e2e.test"
+  role = "frontend"
+
+  [[pool.server]]
+  fqdn = "y2.fail.e2e.test"
+  role = "frontend"
+"#;
+
+/// Every server's `patch` step fails, its retry too.
+const FAILING_RUNBOOK: &str = r#"
+[runbook]
+name = "e2e-failing"
+shell = "sh"
+expected_duration = "1s"
+
+[[step]]
+id = "prepare"
+run = "true"
+timeout = "30s"
+
+[[step]]
+id = "patch"
+run = "echo cannot patch {{ server.fqdn }} >&2; exit 3"
+timeout = "30s"
+retries = 1
+
+[[step]]
+id = "never"
+run = "true"
+timeout = "30s"
+"#;
+
+fn a_failing_server_stops_the_rollout(backend: Backend) {
+    let Some(mut cluster) = Cluster::start("failing_server", backend) else {
+        return;
+    };
+    let fleet = fleet(FAILING_FLEET);
+    let fleet_file = cluster.write("fleet.toml", FAILING_FLEET);
+    let runbook_file = cluster.write("runbook.toml", FAILING_RUNBOOK);
+    for fqdn in fqdns(&fleet) {
+        cluster.start_worker(fqdn, &["--executor", "shell"], &[]);
+    }
+    cluster.wait_connected(fqdns(&fleet));
+    let id = cluster.apply(&fleet_file, &runbook_file, &[]);
+
+    // Whichever server goes first fails: its pool partner is skipped, the other pool never starts.
+    let watch = cluster.baton(&["status", &id, "--watch"]);
+    let events = cluster.events(&id);
+    assert_log_shape(&events, &id, &fleet);
+    let started: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind == "server_started")
+        .collect();
+    assert_eq!(started.len(), 1, "{:#?}", kinds(&events));
+    let failed = started[0].server.as_str();
+    let err = stderr(&watch);
+    assert_eq!(watch.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "rollout {id} finished with 1 failed server: {failed}"
+        )),
+        "{err}"
+    );
+
+    let own: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e.server == failed && e.kind != "server_started")
+        .map(|e| (e.kind.as_str(), e.detail.as_str()))
+        .collect();
+    let cannot = format!("patch stderr: cannot patch {failed}");
+    assert_eq!(
+        own,
+        [
+            ("step_started", "prepare attempt 1"),
+            ("step_finished", "prepare attempt 1: exit 0"),
+            ("step_started", "patch attempt 1"),
+            ("step_output", cannot.as_str()),
+            ("step_finished", "patch attempt 1: exit 3"),
+            ("step_started", "patch attempt 2"),
+            ("step_output", cannot.as_str()),
+            ("step_finished", "patch attempt 2: exit 3"),
+            ("server_finished", "failed: step patch exited 3"),
+        ]
+    );
+    let failed_id = fleet.server_by_fqdn(failed).expect("in the fleet");
+    let pool = fleet.servers[failed_id].pool;
+    let status = cluster.status(&id);
+    assert_eq!(status["state"], "finished", "{status:#}");
+    for (fqdn, state) in server_states(&status) {
+        let server = fleet.server_by_fqdn(&fqdn).expect("in the fleet");
+        let (want, event) = if fqdn == failed {
+            ("failed", "server_finished")
+        } else if fleet.servers[server].pool == pool {
+            ("skipped", "server_skipped")
+        } else {
+            ("not_started", "server_not_started")
+        };
+        assert_eq!(state, want, "{fqdn}");
+        assert!(
+            events.iter().any(|e| e.kind == event && e.server == fqdn),
+            "no {event} event for {fqdn}"
+        );
+    }
+    let skipped = events
+        .iter()
+        .find(|e| e.kind == "server_skipped")
+        .expect("a skipped server");
+    assert!(skipped.detail.starts_with("quarantined: "), "{skipped:?}");
+    let finished = &events[events.len() - 1].detail;
+    assert!(
+        finished.starts_with("finished: 1 failed, 2 not_started, 1 skipped in "),
+        "{finished}"
+    );
+    let records = records_from_events(&fleet, &events);
+    if let Err(violation) = audit_schedule(&fleet, &records) {
+        panic!("{violation}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Known product bugs: these fail today and are ignored until the fix lands
+// (`cargo test --test e2e -- --ignored` runs them).
+
+/// A one-server-at-a-time fleet of two.
+const PAIR_FLEET: &str = r#"
+[fleet]
+name = "e2e-pair"
+max_parallel = 1
+
+[[pool]]
+fqdn = "pool.pair.e2e.test"
+edition = "enterprise"
+
+  [[pool.server]]
+  fqdn = "a.pair.e2e.test"
+  role = "frontend"
+
+  [[pool.server]]
+  fqdn = "b.pair.e2e.test"
+  role = "frontend"
+"#;
+
+/// `baton servers` says whether a worker is "in a known fleet" (`WorkerInfo.known`). Two workers
+/// of the same fleet, after the same finished rollout, should say the same. Today the answer
+/// depends on when each connected: the controller stores `known` once, at hello (true only if an
+/// active rollout had the FQDN then), and never updates it when a rollout that includes the
+/// worker is applied.
+#[test]
+#[ignore = "product bug: WorkerInfo.known depends on when the worker connected (stale workers.known row)"]
+fn known_does_not_depend_on_when_the_worker_connected() {
+    let Some(mut cluster) = Cluster::start("known_consistency", Backend::Sqlite) else {
+        return;
+    };
+    let fleet_file = cluster.write("fleet.toml", PAIR_FLEET);
+    let runbook_file = cluster.write("runbook.toml", SIMULATED_RUNBOOK);
+    let simulate = ["--executor", "simulate", "--time-scale", "0.01"];
+    cluster.start_worker("a.pair.e2e.test", &simulate, &[]);
+    cluster.wait_connected(["a.pair.e2e.test"]);
+    let id = cluster.apply(&fleet_file, &runbook_file, &[]);
+    // b's worker comes up once the rollout runs (its assignment waits for it if need be).
+    cluster.start_worker("b.pair.e2e.test", &simulate, &[]);
+    cluster.watch(&id);
+    assert_all_succeeded(&cluster.status(&id), &fleet(PAIR_FLEET));
+    let servers = cluster.servers();
+    assert_eq!(
+        servers["a.pair.e2e.test"]["known"], servers["b.pair.e2e.test"]["known"],
+        "same fleet, same finished rollout, different `known`: {servers:#?}"
+    );
+}
+
+/// A worker that dies mid-assignment (crash, reboot) and comes back must not leave its server
+/// "running" for ever: the controller re-sends only assignments it never delivered, the new
+/// worker process knows nothing of the old one's, and no controller-side timeout ends it, so
+/// the rollout never finishes (the worker's `Runner` even expects a re-sent assignment after a
+/// reconnect: `Started::AlreadyRunning`). Whether the fix re-sends the assignment or fails the
+/// server, the rollout must end; this gives it 30 s (the steps' timeouts are 2 s).
+#[test]
+#[ignore = "product bug: a worker restarted mid-assignment leaves its server running for ever; the rollout never ends"]
+fn a_worker_restarted_mid_assignment_does_not_stall_the_rollout() {
+    let Some(mut cluster) = Cluster::start("worker_restart", Backend::Sqlite) else {
+        return;
+    };
+    let fleet_file = cluster.write("fleet.toml", PAIR_FLEET);
+    let runbook = SIMULATED_RUNBOOK.replace("timeout = \"1m\"", "timeout = \"2s\"");
+    let runbook_file = cluster.write("runbook.toml", &runbook);
+    // 10 s expected × 0.5: the first server is still running when its worker dies.
+    let slow = ["--executor", "simulate", "--time-scale", "0.5"];
+    let first_a = cluster.start_worker("a.pair.e2e.test", &slow, &[]);
+    let first_b = cluster.start_worker("b.pair.e2e.test", &slow, &[]);
+    cluster.wait_connected(["a.pair.e2e.test", "b.pair.e2e.test"]);
+    let id = cluster.apply(&fleet_file, &runbook_file, &[]);
+    let events = cluster.wait_events(&id, "the first step to start", |events| {
+        count(events, "step_started") >= 1
+    });
+    let running = events
+        .iter()
+        .find(|e| e.kind == "server_started")
+        .expect("a server started")
+        .server
+        .clone();
+    let index = if running == "a.pair.e2e.test" {
+        first_a
+    } else {
+        first_b
+    };
+    cluster.kill_worker(index);
+    let fast = ["--executor", "simulate", "--time-scale", "0.01"];
+    cluster.start_worker(&running, &fast, &[]);
+    let state = wait_until(
+        "the rollout to end after the worker came back",
+        Duration::from_secs(30),
+        || {
+            let state = cluster.status(&id)["state"].clone();
+            (state == "finished" || state == "aborted").then_some(state)
+        },
+    );
+    assert_eq!(state, "finished");
+}
