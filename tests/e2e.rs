@@ -1169,7 +1169,6 @@ edition = "enterprise"
 /// active rollout had the FQDN then), and never updates it when a rollout that includes the
 /// worker is applied.
 #[test]
-#[ignore = "product bug: WorkerInfo.known depends on when the worker connected (stale workers.known row)"]
 fn known_does_not_depend_on_when_the_worker_connected() {
     let Some(mut cluster) = Cluster::start("known_consistency", Backend::Sqlite) else {
         return;
@@ -1192,13 +1191,10 @@ fn known_does_not_depend_on_when_the_worker_connected() {
 }
 
 /// A worker that dies mid-assignment (crash, reboot) and comes back must not leave its server
-/// "running" for ever: the controller re-sends only assignments it never delivered, the new
-/// worker process knows nothing of the old one's, and no controller-side timeout ends it, so
-/// the rollout never finishes (the worker's `Runner` even expects a re-sent assignment after a
-/// reconnect: `Started::AlreadyRunning`). Whether the fix re-sends the assignment or fails the
-/// server, the rollout must end; this gives it 30 s (the steps' timeouts are 2 s).
+/// "running" for ever. The new worker process does not name the assignment in its `Hello`, so
+/// the controller fails that server (its state is unknown: its pool stays held, nothing runs
+/// twice) and the rollout goes on to its end.
 #[test]
-#[ignore = "product bug: a worker restarted mid-assignment leaves its server running for ever; the rollout never ends"]
 fn a_worker_restarted_mid_assignment_does_not_stall_the_rollout() {
     let Some(mut cluster) = Cluster::start("worker_restart", Backend::Sqlite) else {
         return;
@@ -1238,4 +1234,13 @@ fn a_worker_restarted_mid_assignment_does_not_stall_the_rollout() {
         },
     );
     assert_eq!(state, "finished");
+    let status = cluster.status(&id);
+    let lost = status["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .find(|s| s["fqdn"] == running.as_str())
+        .expect("the restarted server")
+        .clone();
+    assert_eq!(lost["state"], "failed", "{lost:#}");
 }

@@ -212,7 +212,12 @@ impl Engine {
                 .into_iter()
                 .map(|row| v1::WorkerInfo {
                     connected: self.workers.contains_key(&worker_key(&row.fqdn)),
-                    known: self.active_rollout_of(&row.fqdn).is_some() || row.known,
+                    // In any fleet this controller has run, whenever the worker connected.
+                    known: row.known
+                        || self
+                            .rollouts
+                            .values()
+                            .any(|run| run.server_by_fqdn(&row.fqdn).is_some()),
                     last_heartbeat: row
                         .last_heartbeat_ms
                         .map(baton_store::rfc3339_ms)
@@ -393,26 +398,36 @@ impl Engine {
                 heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
             }),
         );
-        // Assignments made while it was away.
+        // Assignments made while it was away are delivered now. A delivered one the worker
+        // does not know (it restarted mid-run, or the assignment was lost in flight) is failed:
+        // running its steps again could repeat a half-done update, and waiting would hold the
+        // rollout for ever.
+        let mut unknown_to_worker = Vec::new();
         for run in self
             .rollouts
             .values_mut()
             .filter(|run| !run.state.is_over())
         {
-            if let Some(server) = run.server_by_fqdn(&hello.fqdn)
-                && run.undelivered.remove(&server)
-                && let Some(assignment_id) = run
-                    .assignments
-                    .iter()
-                    .find(|(_, s)| **s == server)
-                    .map(|(a, _)| a.clone())
-            {
+            let Some(server) = run.server_by_fqdn(&hello.fqdn) else {
+                continue;
+            };
+            let Some(assignment_id) = run
+                .assignments
+                .iter()
+                .find(|(_, s)| **s == server)
+                .map(|(a, _)| a.clone())
+            else {
+                continue;
+            };
+            if run.undelivered.remove(&server) {
                 send(
                     &tx,
                     v1::controller_message::Body::Assignment(
                         run.assignment(&assignment_id, server),
                     ),
                 );
+            } else if hello.assignment_id != assignment_id {
+                unknown_to_worker.push((run.id, server, assignment_id));
             }
         }
         tracing::info!(fqdn = %hello.fqdn, version = %hello.version, "worker connected");
@@ -424,7 +439,37 @@ impl Engine {
                 heartbeat_persisted: Instant::now(),
             },
         );
+        for (id, server, assignment_id) in unknown_to_worker {
+            tracing::warn!(fqdn = %hello.fqdn, %assignment_id, "worker reconnected without its assignment");
+            // The worker is registered either way; a store failure here is logged, not
+            // turned into a refused session that would leave its link behind.
+            if let Err(status) = self.assignment_lost(id, server, &assignment_id).await {
+                tracing::error!(%status, "could not fail a lost assignment");
+            }
+        }
         Ok(connection)
+    }
+
+    /// Ends a server whose worker no longer knows its assignment as failed: its state is
+    /// unknown, so its pool stays held (quarantined) while the rest of the fleet goes on.
+    async fn assignment_lost(
+        &mut self,
+        id: i64,
+        server: ServerId,
+        assignment_id: &str,
+    ) -> Result<(), Status> {
+        let (name, pool) = self.names(id, server);
+        let detail = format!(
+            "failed: its worker reconnected without assignment {assignment_id} (restarted, or the assignment was lost in flight); the server's state is unknown"
+        );
+        self.log
+            .append(id, Some(&name), Some(&pool), kind::SERVER_FINISHED, detail)
+            .await
+            .map_err(store_error)?;
+        let run = self.rollouts.get_mut(&id).expect("known rollout");
+        run.assignments.remove(assignment_id);
+        run.current_step.remove(&server);
+        self.drive(id, &[Event::Failed(server)]).await
     }
 
     pub async fn gone(&mut self, fqdn: &str, connection: u64) {

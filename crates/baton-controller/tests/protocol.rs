@@ -79,10 +79,16 @@ fn apply_request(fleet_name: &str, fleet_toml: &str) -> v1::ApplyRequest {
 }
 
 fn hello(fqdn: &str) -> Body {
+    hello_after(fqdn, "")
+}
+
+/// Hello from a worker process whose last assignment was `last` ("" for none).
+fn hello_after(fqdn: &str, last: &str) -> Body {
     Body::Hello(v1::Hello {
         fqdn: fqdn.to_string(),
         version: "0.0.0-test".to_string(),
         platform: "test".to_string(),
+        assignment_id: last.to_string(),
     })
 }
 
@@ -534,8 +540,13 @@ async fn an_assignment_carries_the_rendered_steps_and_bad_reports_end_the_stream
         "{status:?}"
     );
 
-    // The refused worker can come back at once, and report on its assignment again.
-    let (mut again, welcome) = controller.worker(&first).await;
+    // The refused worker can come back at once (naming its assignment, which it still runs),
+    // and report on its assignment again.
+    let mut again = controller
+        .open(hello_after(&first, &aid))
+        .await
+        .expect("session");
+    let welcome = again.welcome().await;
     assert!(welcome.known, "{welcome:?}");
     again.send(step_finished(&aid, 7)).await;
     let status = again.refused().await;
@@ -675,6 +686,65 @@ async fn an_assignment_made_while_its_worker_is_away_is_delivered_when_it_connec
     follower.until("rollout_finished", None).await;
     follower.until_end().await;
     assert_eq!(controller.status(&id).await.state, "finished");
+}
+
+#[tokio::test]
+async fn a_worker_back_with_its_assignment_reports_it_and_one_without_fails_the_server() {
+    let controller = Controller::start().await;
+    let (toml, fqdns) = fleet("reconnect", 1);
+    let (session, _) = controller.worker(&fqdns[0]).await;
+    let id = controller
+        .apply("reconnect.toml", &toml)
+        .await
+        .expect("apply");
+    let mut follower = controller.follow(&id).await;
+    let mut session = session;
+    let assignment = session.assignment().await;
+
+    // A dropped connection: the same worker process comes back naming its assignment, which
+    // keeps running and reports on the new stream.
+    session.close().await;
+    let mut back = controller
+        .open(hello_after(&fqdns[0], &assignment.assignment_id))
+        .await
+        .expect("session");
+    back.welcome().await;
+    assert_eq!(
+        server(&controller.status(&id).await, &fqdns[0]).state,
+        "running"
+    );
+    back.complete(&assignment, true).await;
+    follower.until("rollout_finished", None).await;
+    assert_eq!(
+        server(&controller.status(&id).await, &fqdns[0]).state,
+        "succeeded"
+    );
+    back.close().await;
+
+    // A restarted worker process does not know its assignment: the server is failed (state
+    // unknown), and the rollout ends rather than waiting for ever.
+    let (toml, fqdns) = fleet("restart", 1);
+    let (mut session, _) = controller.worker(&fqdns[0]).await;
+    let id = controller
+        .apply("restart.toml", &toml)
+        .await
+        .expect("apply");
+    let mut follower = controller.follow(&id).await;
+    session.assignment().await;
+    session.close().await;
+    let (_fresh, _) = controller.worker(&fqdns[0]).await;
+    let finished = follower.until("server_finished", Some(&fqdns[0])).await;
+    assert!(
+        finished
+            .detail
+            .starts_with("failed: its worker reconnected without assignment"),
+        "{finished:?}"
+    );
+    follower.until("rollout_finished", None).await;
+    assert_eq!(
+        server(&controller.status(&id).await, &fqdns[0]).state,
+        "failed"
+    );
 }
 
 #[tokio::test]

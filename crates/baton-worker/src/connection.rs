@@ -190,7 +190,7 @@ impl Connection {
         let mut client = WorkerServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         // Queued before the stream starts, so Hello is always its first message.
-        let _ = tx.try_send(report::hello(&self.fqdn));
+        let _ = tx.try_send(report::hello(&self.fqdn, self.runner.last()));
         let mut inbound = match client.session(ReceiverStream::new(rx)).await {
             Ok(response) => response.into_inner(),
             Err(status) => return SessionEnd::Refused(status),

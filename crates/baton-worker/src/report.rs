@@ -82,12 +82,13 @@ pub fn message(body: Body) -> WorkerMessage {
     WorkerMessage { body: Some(body) }
 }
 
-/// The first message of every stream.
-pub fn hello(fqdn: &str) -> WorkerMessage {
+/// The first message of every stream, naming the last assignment this process received.
+pub fn hello(fqdn: &str, last_assignment: Option<&str>) -> WorkerMessage {
     message(Body::Hello(Hello {
         fqdn: fqdn.to_owned(),
         version: crate::VERSION.to_owned(),
         platform: std::env::consts::OS.to_owned(),
+        assignment_id: last_assignment.unwrap_or_default().to_owned(),
     }))
 }
 

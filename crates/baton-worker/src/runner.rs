@@ -50,6 +50,11 @@ impl Runner {
             .map(|running| running.id.as_str())
     }
 
+    /// The last assignment this worker took on, running or finished.
+    pub fn last(&self) -> Option<&str> {
+        self.current.as_ref().map(|running| running.id.as_str())
+    }
+
     /// Starts `assignment` in the background, unless one already runs.
     pub fn start(&mut self, assignment: Assignment) -> Started {
         if let Some(running) = self.running() {

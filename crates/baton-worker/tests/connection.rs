@@ -61,11 +61,17 @@ impl Conn {
     }
 
     async fn expect_hello(&mut self, fqdn: &str) {
+        self.expect_hello_after(fqdn, "").await;
+    }
+
+    /// Hello, naming the last assignment this worker process received ("" for none).
+    async fn expect_hello_after(&mut self, fqdn: &str, last_assignment: &str) {
         match self.next().await {
             Body::Hello(hello) => {
                 assert_eq!(hello.fqdn, fqdn);
                 assert_eq!(hello.version, env!("CARGO_PKG_VERSION"));
                 assert_eq!(hello.platform, std::env::consts::OS);
+                assert_eq!(hello.assignment_id, last_assignment);
             }
             other => panic!("first message is not Hello: {other:?}"),
         }
@@ -302,10 +308,11 @@ async fn runs_an_assignment_and_reconnects_when_the_stream_ends() {
         other => panic!("expected AssignmentFinished: {other:?}"),
     }
 
-    // The controller ends the stream: the worker comes back with a new Hello.
+    // The controller ends the stream: the worker comes back with a new Hello, which names
+    // the assignment it ran so the controller knows nothing was lost.
     drop(conn);
     let mut again = h.next_conn().await;
-    again.expect_hello("web01.contoso.com").await;
+    again.expect_hello_after("web01.contoso.com", "a1").await;
     h.stop().await;
 }
 
@@ -361,10 +368,11 @@ async fn a_busy_worker_refuses_and_its_assignment_outlives_the_stream() {
         other => panic!("expected a2 refused: {other:?}"),
     }
 
-    // The stream ends while a1 runs; a1 finishes and reports on the next stream.
+    // The stream ends while a1 runs; the next Hello names a1, which finishes and reports on
+    // the next stream.
     drop(conn);
     let mut conn = h.next_conn().await;
-    conn.expect_hello("web02").await;
+    conn.expect_hello_after("web02", "a1").await;
     conn.welcome(true, 1000);
     std::fs::write(&go, "").unwrap();
     assert!(
