@@ -274,6 +274,7 @@ fn rollout(state: &str, elapsed_s: f64, servers: Vec<ServerStatus>) -> RolloutSt
         planned_makespan_s: 1200.0,
         lower_bound_s: 1000.0,
         servers,
+        note: String::new(),
     }
 }
 
@@ -405,6 +406,7 @@ fn status_json_has_exactly_the_documented_keys() {
             "elapsed_s",
             "planned_makespan_s",
             "lower_bound_s",
+            "note",
             "servers",
         ])
     );

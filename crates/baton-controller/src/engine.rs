@@ -7,6 +7,7 @@ use baton_core::fleet::{ServerId, is_valid_fqdn};
 use baton_core::rollout::plan;
 use baton_core::scheduler::{Action, Event, Outcome, Scheduler, Strategy};
 use baton_core::time::clock;
+use baton_core::watchdog::BudgetLevel;
 use baton_core::workload::build_workload;
 use baton_core::{Fleet, Runbook};
 use baton_proto::v1;
@@ -200,7 +201,12 @@ impl Engine {
             .append(id, None, None, event_kind, "requested by an operator")
             .await
             .map_err(store_error)?;
-        self.rollouts.get_mut(&id).expect("resolved").state = next;
+        let run = self.rollouts.get_mut(&id).expect("resolved");
+        run.state = next;
+        if event == Event::Resume {
+            // The operator has seen why it stopped (a budget used up) and goes on.
+            run.note = None;
+        }
         self.drive(id, &[event]).await?;
         self.status(&id.to_string())
     }
@@ -235,6 +241,57 @@ impl Engine {
         self.rollouts
             .get(&rollout_id)
             .map(|run| run.state.is_over())
+    }
+
+    /// The watchdog's round: records each back end crossing 50%, 80% or 100% of its pool's
+    /// outage budget; at 100% the rollout stops starting servers until an operator resumes it.
+    pub async fn watch(&mut self) -> Result<(), Status> {
+        let ids: Vec<i64> = self
+            .rollouts
+            .values()
+            .filter(|run| !run.state.is_over())
+            .map(|run| run.id)
+            .collect();
+        for id in ids {
+            let run = self.rollouts.get_mut(&id).expect("listed");
+            let now = run.now();
+            let alerts = run.watchdog.check(now);
+            for alert in alerts {
+                let (name, pool) = self.names(id, alert.server);
+                let text = format!(
+                    "{name} has been down {} of {pool}'s {} outage budget ({}%)",
+                    clock(alert.elapsed),
+                    clock(alert.budget),
+                    alert.level.percent()
+                );
+                let exhausted = alert.level == BudgetLevel::Exhausted;
+                tracing::warn!(rollout = id, server = %name, "{text}");
+                let event_kind = if exhausted {
+                    kind::RESILIENCY_RISK
+                } else {
+                    kind::BUDGET_WARNING
+                };
+                self.log
+                    .append(id, Some(&name), Some(&pool), event_kind, text.clone())
+                    .await
+                    .map_err(store_error)?;
+                let run = self.rollouts.get_mut(&id).expect("listed");
+                if exhausted && run.state == RunState::Running {
+                    let note = format!(
+                        "resiliency risk: {text}; no server starts until `baton resume {id}`"
+                    );
+                    self.log
+                        .append(id, None, None, kind::ROLLOUT_PAUSED, note.clone())
+                        .await
+                        .map_err(store_error)?;
+                    let run = self.rollouts.get_mut(&id).expect("listed");
+                    run.state = RunState::Paused;
+                    run.note = Some(note);
+                    self.drive(id, &[Event::Pause]).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     // ---- scheduler ---------------------------------------------------------------------
@@ -562,11 +619,11 @@ impl Engine {
                     .append(id, Some(&name), Some(&pool), kind::STEP_STARTED, detail)
                     .await
                     .map_err(store_error)?;
-                self.rollouts
-                    .get_mut(&id)
-                    .expect("known")
-                    .current_step
-                    .insert(server, step);
+                let run = self.rollouts.get_mut(&id).expect("known");
+                run.current_step.insert(server, step);
+                // A back end's outage is timed from its first step.
+                let now = run.now();
+                run.watchdog.outage_started(server, now);
                 Ok(())
             }
             Body::StepOutput(m) => {
@@ -614,6 +671,10 @@ impl Engine {
                 let run = self.rollouts.get_mut(&id).expect("known");
                 run.assignments.remove(&m.assignment_id);
                 run.current_step.remove(&server);
+                // A failed back end stays down: its outage goes on being timed.
+                if m.succeeded {
+                    run.watchdog.outage_ended(server);
+                }
                 let event = if m.succeeded {
                     Event::Succeeded(server)
                 } else {

@@ -17,6 +17,10 @@ pub mod kind {
     pub const STEP_STARTED: &str = "step_started";
     pub const STEP_OUTPUT: &str = "step_output";
     pub const STEP_FINISHED: &str = "step_finished";
+    /// A back end passed 50% or 80% of its pool's outage budget.
+    pub const BUDGET_WARNING: &str = "budget_warning";
+    /// A back end used up its pool's outage budget: the pool's users may be in resiliency mode.
+    pub const RESILIENCY_RISK: &str = "resiliency_risk";
 }
 
 /// The store plus the live feed of appended events, cheap to clone.

@@ -7,6 +7,7 @@ use baton_core::report::{ShortNames, explain};
 use baton_core::runbook::Shell;
 use baton_core::scheduler::{Outcome, Scheduler};
 use baton_core::time::{Millis, seconds};
+use baton_core::watchdog::Watchdog;
 use baton_core::workload::Workload;
 use baton_proto::v1;
 use std::collections::{BTreeSet, HashMap};
@@ -58,6 +59,10 @@ pub struct RolloutRun {
     pub current_step: HashMap<ServerId, String>,
     /// Servers whose `skipped` / `not_started` event is written.
     pub settled: Vec<bool>,
+    /// Times back-end outages against their pools' budgets.
+    pub watchdog: Watchdog,
+    /// Why the controller paused the rollout by itself (a budget used up), until resumed.
+    pub note: Option<String>,
     names: ShortNames,
 }
 
@@ -75,6 +80,7 @@ impl RolloutRun {
     ) -> Self {
         let servers = fleet.servers.len();
         let names = ShortNames::new(&fleet);
+        let watchdog = Watchdog::new(&fleet);
         RolloutRun {
             id,
             fleet,
@@ -91,6 +97,8 @@ impl RolloutRun {
             undelivered: BTreeSet::new(),
             current_step: HashMap::new(),
             settled: vec![false; servers],
+            watchdog,
+            note: None,
             names,
         }
     }
@@ -200,6 +208,7 @@ impl RolloutRun {
             planned_makespan_s: seconds(self.planned_makespan_ms),
             lower_bound_s: seconds(self.lower_bound_ms),
             servers,
+            note: self.note.clone().unwrap_or_default(),
         }
     }
 }

@@ -37,12 +37,14 @@ pub struct ControllerHandle {
     pub addr: SocketAddr,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    watchdog: JoinHandle<()>,
 }
 
 impl ControllerHandle {
     /// Stops accepting work and waits for the server to close.
     pub async fn shutdown(self) -> Result<(), ControllerError> {
         let _ = self.shutdown.send(());
+        self.watchdog.abort();
         self.task.await??;
         Ok(())
     }
@@ -76,6 +78,7 @@ pub async fn start(store: Store, listen: SocketAddr) -> Result<ControllerHandle,
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    let watchdog = tokio::spawn(watch_budgets(Arc::clone(&engine)));
     let router = Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -94,5 +97,21 @@ pub async fn start(store: Store, listen: SocketAddr) -> Result<ControllerHandle,
         addr,
         shutdown,
         task,
+        watchdog,
     })
+}
+
+/// How often back-end outages are checked against their budgets.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Checks every running back end's outage against its pool's budget, a few times a second.
+async fn watch_budgets(engine: Arc<Mutex<Engine>>) {
+    let mut ticks = tokio::time::interval(WATCH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(status) = engine.lock().await.watch().await {
+            tracing::error!(%status, "outage-budget watchdog");
+        }
+    }
 }

@@ -990,3 +990,64 @@ async fn an_unreachable_database_is_named_in_the_error() {
     assert!(text.contains(&missing.display().to_string()), "{text}");
     assert!(text.contains("does not exist"), "{text}");
 }
+
+// ---- Outage-budget watchdog -------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_back_end_past_its_outage_budget_stops_new_starts_until_resume() {
+    let controller = Controller::start().await;
+    let (se01, se02) = ("se01.budget.example", "se02.budget.example");
+    let toml = format!(
+        "[fleet]\nname = \"budget\"\nmax_parallel = 1\n\
+         \n[[pool]]\nfqdn = \"{se01}\"\nedition = \"standard\"\noutage_budget = \"1s\"\n\
+         \n  [[pool.server]]\n  fqdn = \"{se01}\"\n  role = \"standard\"\n  expected_duration = \"400ms\"\n\
+         \n[[pool]]\nfqdn = \"{se02}\"\nedition = \"standard\"\n\
+         \n  [[pool.server]]\n  fqdn = \"{se02}\"\n  role = \"standard\"\n  expected_duration = \"400ms\"\n"
+    );
+    let (mut first, _) = controller.worker(se01).await;
+    let (mut second, _) = controller.worker(se02).await;
+    let id = controller.apply("budget.toml", &toml).await.expect("apply");
+    let mut follower = controller.follow(&id).await;
+
+    // se01 starts (equal chains: fleet order); its outage is timed from its first step, which
+    // then never ends.
+    let assignment = first.assignment().await;
+    first.send(step_started(&assignment.assignment_id, 0)).await;
+    let half = follower.until("budget_warning", Some(se01)).await;
+    assert!(half.detail.ends_with("outage budget (50%)"), "{half:?}");
+    let most = follower.until("budget_warning", Some(se01)).await;
+    assert!(most.detail.ends_with("outage budget (80%)"), "{most:?}");
+    let risk = follower.until("resiliency_risk", Some(se01)).await;
+    assert!(risk.detail.ends_with("outage budget (100%)"), "{risk:?}");
+    let paused = follower.until("rollout_paused", None).await;
+    assert!(paused.detail.starts_with("resiliency risk:"), "{paused:?}");
+    let status = controller.status(&id).await;
+    assert_eq!(status.state, "paused");
+    assert!(
+        status.note.contains(&format!("baton resume {id}")),
+        "{status:?}"
+    );
+
+    // se01 comes back; nothing new starts until an operator acknowledges.
+    first.complete(&assignment, true).await;
+    follower.until("server_finished", Some(se01)).await;
+    let status = controller.status(&id).await;
+    assert_eq!(
+        (status.state.as_str(), server(&status, se02).state.as_str()),
+        ("paused", "pending")
+    );
+    let resumed = controller
+        .operator()
+        .resume(v1::RolloutRef {
+            rollout_id: id.clone(),
+        })
+        .await
+        .expect("resume")
+        .into_inner();
+    assert_eq!(resumed.state, "running");
+    assert!(resumed.note.is_empty(), "{resumed:?}");
+    let next = second.assignment().await;
+    second.complete(&next, true).await;
+    follower.until("rollout_finished", None).await;
+    assert_eq!(controller.status(&id).await.state, "finished");
+}

@@ -14,6 +14,7 @@ pub mod scheduler;
 pub mod simulator;
 pub mod time;
 mod toml_error;
+pub mod watchdog;
 pub mod workload;
 
 pub use error::InputError;

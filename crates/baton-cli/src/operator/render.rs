@@ -139,6 +139,9 @@ pub fn heading(status: &RolloutStatus) -> String {
         clock(millis(status.planned_makespan_s)),
         clock(millis(status.lower_bound_s))
     );
+    if !status.note.is_empty() {
+        let _ = writeln!(out, "{}", status.note);
+    }
     let pools = pools(status);
     let width = pools.iter().map(|p| p.pool.len()).max().unwrap_or(0);
     for p in &pools {
@@ -200,6 +203,8 @@ struct StatusJson<'a> {
     elapsed_s: f64,
     planned_makespan_s: f64,
     lower_bound_s: f64,
+    /// Why the controller paused the rollout by itself; empty otherwise.
+    note: &'a str,
     servers: Vec<ServerJson<'a>>,
 }
 
@@ -226,6 +231,7 @@ pub fn status_json(status: &RolloutStatus) -> serde_json::Result<String> {
         elapsed_s: status.elapsed_s,
         planned_makespan_s: status.planned_makespan_s,
         lower_bound_s: status.lower_bound_s,
+        note: &status.note,
         servers: status
             .servers
             .iter()
@@ -451,6 +457,7 @@ mod tests {
             elapsed_s: 754.4,
             planned_makespan_s: 3600.0,
             lower_bound_s: 3000.0,
+            note: String::new(),
             servers: vec![
                 ServerStatus {
                     start_s: Some(0.0),
