@@ -32,6 +32,8 @@ struct WorkerLink {
 
 pub struct Engine {
     log: EventLog,
+    /// This controller's fencing epoch, stamped on every Welcome and Assignment.
+    epoch: u64,
     /// Connected workers by [`worker_key`]: FQDNs compare case-insensitively, as in fleets.
     workers: HashMap<String, WorkerLink>,
     next_connection: u64,
@@ -51,9 +53,10 @@ fn store_error(err: StoreError) -> Status {
 }
 
 impl Engine {
-    pub fn new(log: EventLog) -> Self {
+    pub fn new(log: EventLog, epoch: u64) -> Self {
         Engine {
             log,
+            epoch,
             workers: HashMap::new(),
             next_connection: 1,
             rollouts: BTreeMap::new(),
@@ -344,7 +347,7 @@ impl Engine {
             .await
             .map_err(store_error)?;
         run.assignments.insert(assignment_id.clone(), server);
-        let message = run.assignment(&assignment_id, server);
+        let message = run.assignment(&assignment_id, server, self.epoch);
         match self.workers.get(&worker_key(&fqdn)) {
             Some(link) if send(&link.tx, v1::controller_message::Body::Assignment(message)) => {}
             _ => {
@@ -453,6 +456,7 @@ impl Engine {
                 known: active.is_some(),
                 note,
                 heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
+                epoch: self.epoch,
             }),
         );
         // Assignments made while it was away are delivered now. A delivered one the worker
@@ -479,9 +483,11 @@ impl Engine {
             if run.undelivered.remove(&server) {
                 send(
                     &tx,
-                    v1::controller_message::Body::Assignment(
-                        run.assignment(&assignment_id, server),
-                    ),
+                    v1::controller_message::Body::Assignment(run.assignment(
+                        &assignment_id,
+                        server,
+                        self.epoch,
+                    )),
                 );
             } else if hello.assignment_id != assignment_id {
                 unknown_to_worker.push((run.id, server, assignment_id));

@@ -128,7 +128,7 @@ impl RolloutRun {
     }
 
     /// The message that hands a server's steps to its worker.
-    pub fn assignment(&self, assignment_id: &str, server: ServerId) -> v1::Assignment {
+    pub fn assignment(&self, assignment_id: &str, server: ServerId, epoch: u64) -> v1::Assignment {
         v1::Assignment {
             assignment_id: assignment_id.to_string(),
             rollout_id: self.id.to_string(),
@@ -143,6 +143,7 @@ impl RolloutRun {
                 })
                 .collect(),
             expected_duration_ms: self.workload.expected[server],
+            epoch,
         }
     }
 

@@ -29,6 +29,8 @@ pub enum ControllerError {
     Serve(#[from] tonic::transport::Error),
     #[error("the server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("the store: {0}")]
+    Store(#[from] baton_store::StoreError),
 }
 
 /// A running controller.
@@ -64,7 +66,10 @@ pub async fn start(store: Store, listen: SocketAddr) -> Result<ControllerHandle,
             addr: listen,
             source,
         })?;
-    let engine = Arc::new(Mutex::new(Engine::new(EventLog::new(store))));
+    // Fencing: this controller's assignments outrank every earlier controller's.
+    let epoch = store.next_epoch().await?;
+    tracing::info!(epoch, "controller epoch");
+    let engine = Arc::new(Mutex::new(Engine::new(EventLog::new(store), epoch as u64)));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

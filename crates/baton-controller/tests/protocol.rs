@@ -115,14 +115,16 @@ fn step_finished(assignment: &str, step_index: u32) -> Body {
 
 struct Controller {
     channel: Channel,
-    _handle: baton_controller::ControllerHandle,
+    handle: baton_controller::ControllerHandle,
 }
 
 impl Controller {
     async fn start() -> Controller {
-        let store = Store::connect("sqlite::memory:")
-            .await
-            .expect("in-memory store");
+        Controller::start_on("sqlite::memory:").await
+    }
+
+    async fn start_on(url: &str) -> Controller {
+        let store = Store::connect(url).await.expect("store");
         let handle = baton_controller::start(store, "127.0.0.1:0".parse().unwrap())
             .await
             .expect("controller starts");
@@ -131,10 +133,7 @@ impl Controller {
             .connect()
             .await
             .expect("connect to the controller");
-        Controller {
-            channel,
-            _handle: handle,
-        }
+        Controller { channel, handle }
     }
 
     fn operator(&self) -> OperatorServiceClient<Channel> {
@@ -1050,4 +1049,30 @@ async fn a_back_end_past_its_outage_budget_stops_new_starts_until_resume() {
     second.complete(&next, true).await;
     follower.until("rollout_finished", None).await;
     assert_eq!(controller.status(&id).await.state, "finished");
+}
+
+// ---- Fencing ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn each_controller_start_raises_the_epoch_stamped_on_welcomes_and_assignments() {
+    let dir = std::env::temp_dir().join(format!("baton-epoch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}", dir.join("baton.db").display());
+    let (toml, fqdns) = fleet("epoch", 1);
+
+    let first = Controller::start_on(&url).await;
+    let (session, welcome) = first.worker(&fqdns[0]).await;
+    assert_eq!(welcome.epoch, 1);
+    drop(session);
+    first.handle.shutdown().await.expect("shutdown");
+
+    let second = Controller::start_on(&url).await;
+    let (mut session, welcome) = second.worker(&fqdns[0]).await;
+    assert_eq!(
+        welcome.epoch, 2,
+        "a restarted controller outranks the one before"
+    );
+    second.apply("epoch.toml", &toml).await.expect("apply");
+    assert_eq!(session.assignment().await.epoch, 2);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,6 +7,7 @@
 //! which both backends accept, so each query is written once.
 
 mod connect;
+mod epoch;
 mod error;
 mod events;
 mod rollouts;

@@ -81,6 +81,7 @@ suite! {
     url: [
         reopen_keeps_everything,
         concurrent_appends_from_separate_stores,
+        epochs_rise_across_controllers,
     ],
 }
 

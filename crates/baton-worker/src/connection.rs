@@ -103,6 +103,7 @@ pub async fn run(
         runner: Runner::new(config.executor, report),
         outbox,
         pending: None,
+        highest_epoch: 0,
     };
     tokio::select! {
         never = worker.run_forever() => match never {},
@@ -124,6 +125,8 @@ struct Connection {
     outbox: mpsc::UnboundedReceiver<WorkerMessage>,
     /// Taken from `outbox`, not yet handed to a stream (kept across streams too).
     pending: Option<WorkerMessage>,
+    /// The highest controller epoch seen (fencing): assignments from a lower one are refused.
+    highest_epoch: u64,
 }
 
 /// Why a stream ended.
@@ -237,6 +240,15 @@ impl Connection {
                 // A session was established: the next failure starts from a short delay.
                 self.backoff.reset();
                 self.attempt = 0;
+                if welcome.epoch < self.highest_epoch {
+                    tracing::error!(
+                        epoch = welcome.epoch,
+                        highest = self.highest_epoch,
+                        "this controller's epoch is older than one seen before: it has been replaced; its assignments will be refused"
+                    );
+                } else {
+                    self.highest_epoch = welcome.epoch;
+                }
                 if welcome.known {
                     tracing::info!(note = %welcome.note, heartbeat_ms = period.as_millis() as u64, "welcomed by the controller");
                 } else {
@@ -252,6 +264,16 @@ impl Connection {
             }
             Some(controller_message::Body::Assignment(assignment)) => {
                 tracing::info!(assignment = %assignment.assignment_id, rollout = %assignment.rollout_id, "assignment received");
+                if assignment.epoch < self.highest_epoch {
+                    let detail = format!(
+                        "stale assignment from controller epoch {} (epoch {} seen since)",
+                        assignment.epoch, self.highest_epoch
+                    );
+                    tracing::warn!(assignment = %assignment.assignment_id, "{detail}; refused");
+                    self.runner.refuse(&assignment.assignment_id, detail);
+                    return;
+                }
+                self.highest_epoch = assignment.epoch;
                 self.runner.start(assignment);
             }
             None => tracing::debug!("empty message from the controller ignored"),

@@ -202,6 +202,7 @@ mod tests {
             shell: shell.into(),
             steps,
             expected_duration_ms: 0,
+            epoch: 0,
         }
     }
 

@@ -50,6 +50,12 @@ impl Runner {
             .map(|running| running.id.as_str())
     }
 
+    /// Refuses an assignment without running anything (e.g. a stale epoch).
+    pub fn refuse(&self, assignment_id: &str, detail: String) {
+        self.report
+            .assignment_finished(assignment_id, false, detail);
+    }
+
     /// The last assignment this worker took on, running or finished.
     pub fn last(&self) -> Option<&str> {
         self.current.as_ref().map(|running| running.id.as_str())
@@ -115,6 +121,7 @@ mod tests {
                 retries: 0,
             }],
             expected_duration_ms: 60_000,
+            epoch: 0,
         }
     }
 

@@ -92,6 +92,7 @@ impl Conn {
                 "be01 is not in any fleet".into()
             },
             heartbeat_interval_ms,
+            epoch: 0,
         }));
     }
 
@@ -213,6 +214,7 @@ fn assignment(id: &str, steps: Vec<Step>) -> Assignment {
         shell: "sh".into(),
         steps,
         expected_duration_ms: 1000,
+        epoch: 0,
     }
 }
 
@@ -439,4 +441,40 @@ fn still_running(pid: u32) -> bool {
         }
     }
     true
+}
+
+#[tokio::test]
+async fn an_assignment_from_an_older_controller_epoch_is_refused() {
+    let mut h = Harness::start("web04", vec![]).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web04").await;
+    conn.send(controller_message::Body::Welcome(Welcome {
+        known: true,
+        note: String::new(),
+        heartbeat_interval_ms: 1000,
+        epoch: 5,
+    }));
+    // Made by a controller that has since been replaced: refused without running anything.
+    conn.assign(Assignment {
+        epoch: 4,
+        ..assignment("old", vec![sh_step("s", "true")])
+    });
+    match conn.next().await {
+        Body::AssignmentFinished(f) => {
+            assert_eq!(f.assignment_id, "old");
+            assert!(!f.succeeded);
+            assert_eq!(
+                f.detail,
+                "stale assignment from controller epoch 4 (epoch 5 seen since)"
+            );
+        }
+        other => panic!("expected the stale assignment refused: {other:?}"),
+    }
+    // The current epoch's assignment runs.
+    conn.assign(Assignment {
+        epoch: 5,
+        ..assignment("new", vec![sh_step("s", "true")])
+    });
+    assert!(matches!(conn.next().await, Body::StepStarted(s) if s.assignment_id == "new"));
+    h.stop().await;
 }

@@ -573,3 +573,21 @@ pub async fn backend_of(url: &str, want: Backend) {
     assert_eq!(store.backend(), want);
     store.close().await;
 }
+
+/// Each controller start raises the epoch by one, also after the store is reopened and when
+/// several stores race for it.
+pub async fn epochs_rise_across_controllers(url: &str) {
+    let first = connect(url).await;
+    assert_eq!(first.next_epoch().await.expect("epoch"), 1);
+    assert_eq!(first.next_epoch().await.expect("epoch"), 2);
+    first.close().await;
+    let again = connect(url).await;
+    assert_eq!(again.next_epoch().await.expect("epoch"), 3);
+    let other = connect(url).await;
+    let (a, b) = tokio::join!(again.next_epoch(), other.next_epoch());
+    let mut both = [a.expect("epoch"), b.expect("epoch")];
+    both.sort_unstable();
+    assert_eq!(both, [4, 5], "racing controllers never share an epoch");
+    again.close().await;
+    other.close().await;
+}

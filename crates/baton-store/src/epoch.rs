@@ -1,0 +1,15 @@
+//! The controller epoch (fencing): one counter, raised atomically by each starting controller.
+
+use crate::{Store, StoreError, with_pool};
+
+impl Store {
+    /// Raises the epoch and returns the new value: 1 for the first controller on this store.
+    pub async fn next_epoch(&self) -> Result<i64, StoreError> {
+        const SQL: &str =
+            "UPDATE controller_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch";
+        with_pool!(self, |p| {
+            sqlx::query_scalar::<_, i64>(SQL).fetch_one(p).await
+        })
+        .map_err(StoreError::query("raising the controller epoch"))
+    }
+}
