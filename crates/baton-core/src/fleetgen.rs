@@ -169,6 +169,7 @@ pub fn generate(spec: &FleetSpec) -> Fleet {
         name: format!("generated-{}", spec.seed),
         max_parallel: spec.fleet_cap,
         max_failures: u32::MAX,
+        canary_pools: None,
         sites,
         pools,
         servers,
@@ -186,6 +187,9 @@ pub fn to_toml(fleet: &Fleet) -> String {
         let _ = writeln!(out, "max_parallel = {cap}");
     }
     let _ = writeln!(out, "max_failures = {}", fleet.max_failures);
+    if let Some(canary) = fleet.canary_pools {
+        let _ = writeln!(out, "canary_pools = {canary}");
+    }
     for site in &fleet.sites {
         let _ = writeln!(out, "\n[[site]]\nname = \"{}\"", site.name);
         if let Some(cap) = site.max_parallel {

@@ -26,6 +26,8 @@ pub enum Rule {
     BackendsLast,
     /// `batches:N`: the server waits for the current batch (numbered from 1) to finish.
     Batch(u32),
+    /// Canary: only the first `canary_pools` pools run until an operator approves.
+    Canary,
 }
 
 impl Rule {
@@ -50,6 +52,7 @@ impl Rule {
             Rule::SiteCap(_) | Rule::FleetCap => "R5",
             Rule::BackendsLast => "R7",
             Rule::Batch(_) => "batch",
+            Rule::Canary => "canary",
         }
     }
 }
@@ -108,6 +111,10 @@ impl Blocker {
                 format!("{code}: {pool} updates its back ends last, after {holder}")
             }
             Rule::Batch(n) => format!("{code}: waits for batch {n}; {holder} is down {until}"),
+            Rule::Canary => format!(
+                "{code}: waits for `baton approve` once the first {} pool(s) are done ({pool} among them)",
+                fleet.canary_pools.unwrap_or(0)
+            ),
         }
     }
 }

@@ -109,6 +109,11 @@ pub fn simulate(fleet: &Fleet, expected: &[Millis], config: &SimConfig) -> SimRu
             }
         }
         let Some(Reverse((at, _))) = reports.peek().copied() else {
+            // A plan assumes the canary is approved the moment it is done.
+            if scheduler.awaiting_approval() {
+                events = vec![Event::Approve];
+                continue;
+            }
             // Only a pause leaves the scheduler idle but unfinished; the simulator never pauses.
             return SimRun {
                 records: scheduler.records().to_vec(),

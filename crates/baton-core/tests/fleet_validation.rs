@@ -558,6 +558,24 @@ edition = "enterprise"
 }
 
 #[test]
+fn fleet_canary_pools_zero() {
+    let err = refused(
+        r#"
+[fleet]
+name = "lab"
+canary_pools = 0
+"#,
+    );
+    check(
+        &err,
+        Some(3),
+        "fleet.canary_pools",
+        Some("0"),
+        "must be at least 1 (leave it out for no canary)",
+    );
+}
+
+#[test]
 fn fleet_max_failures_negative() {
     let err = refused(
         r#"

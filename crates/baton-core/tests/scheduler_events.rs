@@ -244,6 +244,95 @@ fn backends_last_puts_the_database_update_after_the_front_ends() {
     );
 }
 
+const CANARY: &str = r#"
+[fleet]
+name = "canary"
+max_parallel = 3
+canary_pools = 1
+[[pool]]
+fqdn = "se01.contoso.com"
+edition = "standard"
+  [[pool.server]]
+  fqdn = "se01.contoso.com"
+  role = "standard"
+  expected_duration = "20m"
+[[pool]]
+fqdn = "se02.contoso.com"
+edition = "standard"
+  [[pool.server]]
+  fqdn = "se02.contoso.com"
+  role = "standard"
+  expected_duration = "10m"
+[[pool]]
+fqdn = "se03.contoso.com"
+edition = "standard"
+  [[pool.server]]
+  fqdn = "se03.contoso.com"
+  role = "standard"
+  expected_duration = "10m"
+"#;
+
+#[test]
+fn the_canary_pools_run_alone_until_approved() {
+    let fleet = fleet(CANARY);
+    let mut scheduler = baton_scheduler(&fleet);
+    let id = |fqdn: &str| fleet.server_by_fqdn(fqdn).unwrap();
+    // Room for three, but only the canary pool starts.
+    assert_eq!(
+        starts(&scheduler.handle(0, Event::Begin).unwrap()),
+        vec![id("se01.contoso.com")]
+    );
+    assert!(
+        !scheduler.awaiting_approval(),
+        "the canary is still running"
+    );
+    let blocker = scheduler
+        .waiting_for(id("se02.contoso.com"))
+        .expect("a reason");
+    assert_eq!(blocker.rule, Rule::Canary);
+    // The canary is done: the rollout waits (it does not finish) until approved.
+    assert!(
+        scheduler
+            .handle(20 * MIN, Event::Succeeded(id("se01.contoso.com")))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(scheduler.awaiting_approval());
+    assert!(!scheduler.is_finished());
+    let next = starts(&scheduler.handle(25 * MIN, Event::Approve).unwrap());
+    assert_eq!(next, vec![id("se02.contoso.com"), id("se03.contoso.com")]);
+    assert!(!scheduler.awaiting_approval());
+}
+
+#[test]
+fn a_plan_takes_the_canary_as_approved_when_it_is_done() {
+    let (_, report) = plan_of(CANARY, Strategy::Baton);
+    assert_eq!(
+        server(&report, "se02.contoso.com").start_s,
+        Some(20.0 * 60.0)
+    );
+    assert_eq!(
+        server(&report, "se02.contoso.com").waited_for.as_deref(),
+        Some(
+            "canary: waits for `baton approve` once the first 1 pool(s) are done (se01 among them)"
+        )
+    );
+    assert_eq!(report.makespan_s, 30.0 * 60.0);
+}
+
+#[test]
+fn abort_ends_a_rollout_waiting_for_approval() {
+    let fleet = fleet(CANARY);
+    let mut scheduler = baton_scheduler(&fleet);
+    let se01 = fleet.server_by_fqdn("se01.contoso.com").unwrap();
+    scheduler.handle(0, Event::Begin).unwrap();
+    scheduler.handle(MIN, Event::Succeeded(se01)).unwrap();
+    assert_eq!(
+        scheduler.handle(2 * MIN, Event::Abort).unwrap(),
+        vec![Action::Finished]
+    );
+}
+
 #[test]
 fn batches_wait_for_their_slowest_server() {
     let (_, report) = plan_of(

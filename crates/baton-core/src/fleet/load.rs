@@ -41,6 +41,12 @@ impl FleetBuilder<'_> {
             None,
             NO_CAP,
         )?;
+        let canary_pools = self.cap(
+            header.canary_pools.as_ref(),
+            "fleet.canary_pools",
+            None,
+            "leave it out for no canary",
+        )?;
         let max_failures = match &header.max_failures {
             None => 0,
             Some(v) => match out_of_range(*v.get_ref(), 0) {
@@ -139,6 +145,7 @@ impl FleetBuilder<'_> {
             name: name.into_inner(),
             max_parallel,
             max_failures,
+            canary_pools,
             sites,
             pools,
             servers,

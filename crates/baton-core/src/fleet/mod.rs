@@ -26,6 +26,9 @@ pub struct Fleet {
     pub name: String,
     pub max_parallel: Option<u32>,
     pub max_failures: u32,
+    /// Canary: the first this-many pools run, then the rollout waits for an operator's
+    /// approval before any other pool starts.
+    pub canary_pools: Option<u32>,
     pub sites: Vec<Site>,
     pub pools: Vec<Pool>,
     pub servers: Vec<Server>,

@@ -20,6 +20,7 @@ pub struct RawFleet {
     pub name: Spanned<String>,
     pub max_parallel: Option<Spanned<i64>>,
     pub max_failures: Option<Spanned<i64>>,
+    pub canary_pools: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

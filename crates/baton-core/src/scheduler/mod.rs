@@ -67,6 +67,8 @@ pub enum Event {
     Resume,
     /// Start nothing new, ever; pending servers become `not_started`.
     Abort,
+    /// The canary pools are judged good: the other pools may start.
+    Approve,
 }
 
 /// What the scheduler wants done.
@@ -113,6 +115,16 @@ pub struct Scheduler {
     /// Batches: members of the batch in flight, and its number.
     batch: Vec<ServerId>,
     batch_number: u32,
+    canary: Option<Canary>,
+}
+
+/// The canary gate: the first `size` pools to start are the canary; no other pool starts until
+/// an operator approves.
+#[derive(Debug, Clone)]
+struct Canary {
+    size: usize,
+    pools: Vec<PoolId>,
+    approved: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +163,11 @@ impl Scheduler {
             last_now: 0,
             batch: Vec::new(),
             batch_number: 0,
+            canary: fleet.canary_pools.map(|size| Canary {
+                size: size as usize,
+                pools: Vec::new(),
+                approved: false,
+            }),
         }
     }
 
@@ -190,8 +207,10 @@ impl Scheduler {
             self.records.give_up_pending(reason);
             self.gave_up = true;
         }
-        // A pause keeps an idle rollout open for `Resume`; an abort or the failure limit does not.
-        if self.running == 0 && actions.is_empty() && (!self.paused || self.stop.is_some()) {
+        // A pause keeps an idle rollout open for `Resume`, and the canary gate for `Approve`;
+        // an abort or the failure limit does not.
+        let waiting = self.paused || self.awaiting_approval();
+        if self.running == 0 && actions.is_empty() && (!waiting || self.stop.is_some()) {
             self.records.give_up_pending(StopReason::Stuck);
             self.finished = true;
             actions.push(Action::Finished);
@@ -220,6 +239,11 @@ impl Scheduler {
     fn apply(&mut self, now: Millis, event: Event) {
         match event {
             Event::Begin | Event::Resume => self.paused = false,
+            Event::Approve => {
+                if let Some(canary) = &mut self.canary {
+                    canary.approved = true;
+                }
+            }
             Event::Pause => self.paused = true,
             Event::Abort => {
                 self.stop.get_or_insert(StopReason::Aborted { at: now });
@@ -257,6 +281,7 @@ impl Scheduler {
     }
 
     fn start(&mut self, now: Millis, server: ServerId, actions: &mut Vec<Action>) {
+        self.joined(self.records.pool_of(server));
         let expected_end = now.saturating_add(self.expected[server]);
         self.occupancy.enter(server, expected_end);
         self.records.start(server, now);
@@ -284,6 +309,15 @@ impl Scheduler {
             return;
         }
         for pool in self.queue.dispatch_order() {
+            if let Some(blocker) = self.canary_blocks(pool) {
+                for candidate in [self.queue.next_backend(pool), self.queue.next_other(pool)]
+                    .into_iter()
+                    .flatten()
+                {
+                    self.records.pool_blocked(round, pool, candidate, blocker);
+                }
+                continue;
+            }
             loop {
                 let candidate = [self.queue.next_backend(pool), self.queue.next_other(pool)]
                     .into_iter()
@@ -331,7 +365,10 @@ impl Scheduler {
             if !matches!(self.records.phase(server), Phase::Pending) {
                 continue;
             }
-            if self.batch.len() < size as usize && self.occupancy.check(server).is_ok() {
+            if self.batch.len() < size as usize
+                && self.canary_blocks(self.records.pool_of(server)).is_none()
+                && self.occupancy.check(server).is_ok()
+            {
                 self.queue.take(self.records.pool_of(server), server);
                 self.start(now, server, actions);
                 self.batch.push(server);
@@ -351,10 +388,14 @@ impl Scheduler {
                     holder,
                     until: Until::At(now + self.expected[holder]),
                 },
-                // Nothing could start: whatever rule holds it (a failed server) is the reason.
-                None => match self.occupancy.check(server) {
-                    Err(blocker) => blocker,
-                    Ok(()) => continue,
+                // Nothing could start: the canary gate or whatever rule holds it (a failed
+                // server) is the reason.
+                None => match self
+                    .canary_blocks(self.records.pool_of(server))
+                    .or_else(|| self.occupancy.check(server).err())
+                {
+                    Some(blocker) => blocker,
+                    None => continue,
                 },
             };
             self.records.server_blocked(round, server, blocker);
@@ -376,6 +417,42 @@ impl Scheduler {
 
     pub fn is_paused(&self) -> bool {
         self.paused
+    }
+
+    /// The canary pools are done and the rest waits for `Event::Approve`.
+    pub fn awaiting_approval(&self) -> bool {
+        let Some(canary) = &self.canary else {
+            return false;
+        };
+        !canary.approved
+            && self.stop.is_none()
+            && self.running == 0
+            && canary.pools.len() >= canary.size
+            && (0..self.expected.len()).any(|s| matches!(self.records.phase(s), Phase::Pending))
+    }
+
+    /// Whether the canary gate lets `pool` start a server now; if not, the blocker.
+    fn canary_blocks(&self, pool: PoolId) -> Option<Blocker> {
+        let canary = self.canary.as_ref()?;
+        if canary.approved || canary.pools.contains(&pool) || canary.pools.len() < canary.size {
+            return None;
+        }
+        let holder = self.pools[canary.pools[0]].servers[0];
+        Some(Blocker {
+            rule: Rule::Canary,
+            holder,
+            until: Until::Done,
+        })
+    }
+
+    /// A pool started a server: the first ones to do so make up the canary.
+    fn joined(&mut self, pool: PoolId) {
+        if let Some(canary) = &mut self.canary
+            && !canary.approved
+            && !canary.pools.contains(&pool)
+        {
+            canary.pools.push(pool);
+        }
     }
 
     pub fn records(&self) -> &[ServerRecord] {
