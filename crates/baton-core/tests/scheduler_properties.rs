@@ -94,7 +94,10 @@ fn fleet_with_failure_limit(spec: &FleetSpec, max_failures: u32) -> Fleet {
     let mut fleet = generate(spec);
     fleet.max_failures = max_failures;
     // Some fleets get a canary gate (the simulator approves it when it is done).
-    fleet.canary_pools = (spec.seed % 3 == 0).then_some(1 + (spec.seed / 3 % 3) as u32);
+    fleet.canary_pools = spec
+        .seed
+        .is_multiple_of(3)
+        .then_some(1 + (spec.seed / 3 % 3) as u32);
     fleet
 }
 
