@@ -117,6 +117,13 @@ impl OperatorService for Fake {
         self.control("abort", request.into_inner().rollout_id, "aborting")
     }
 
+    async fn approve(
+        &self,
+        request: Request<RolloutRef>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        self.control("approve", request.into_inner().rollout_id, "running")
+    }
+
     async fn list_servers(
         &self,
         _request: Request<ListServersRequest>,
@@ -549,12 +556,13 @@ fn events_table_format_is_one_line_each() {
 }
 
 #[test]
-fn pause_resume_abort_call_their_rpc_and_print_the_state() {
+fn pause_resume_abort_approve_call_their_rpc_and_print_the_state() {
     let controller = Controller::start(Canned::default());
     for (command, state) in [
         ("pause", "paused"),
         ("resume", "running"),
         ("abort", "aborting"),
+        ("approve", "running"),
     ] {
         let out = controller.baton(&[command, "r-1"]);
         assert_ok(&out);
@@ -566,6 +574,7 @@ fn pause_resume_abort_call_their_rpc_and_print_the_state() {
             ("pause", "r-1".to_string()),
             ("resume", "r-1".to_string()),
             ("abort", "r-1".to_string()),
+            ("approve", "r-1".to_string()),
         ]
     );
     let out = controller.baton(&["abort", "nope"]);

@@ -194,7 +194,16 @@ impl Engine {
         let (event_kind, next) = match (event, state) {
             (Event::Pause, RunState::Running) => (kind::ROLLOUT_PAUSED, RunState::Paused),
             (Event::Resume, RunState::Paused) => (kind::ROLLOUT_RESUMED, RunState::Running),
-            (Event::Abort, RunState::Running | RunState::Paused) => {
+            (Event::Approve, RunState::AwaitingApproval) => {
+                (kind::ROLLOUT_APPROVED, RunState::Running)
+            }
+            (Event::Approve, _) => {
+                return Err(Status::failed_precondition(format!(
+                    "rollout {id} is not waiting for approval (it is {})",
+                    state.as_str()
+                )));
+            }
+            (Event::Abort, RunState::Running | RunState::Paused | RunState::AwaitingApproval) => {
                 (kind::ROLLOUT_ABORTED, RunState::Aborting)
             }
             // Already in the asked-for state: nothing to record.
@@ -206,8 +215,8 @@ impl Engine {
             .map_err(store_error)?;
         let run = self.rollouts.get_mut(&id).expect("resolved");
         run.state = next;
-        if event == Event::Resume {
-            // The operator has seen why it stopped (a budget used up) and goes on.
+        if matches!(event, Event::Resume | Event::Approve) {
+            // The operator has seen why it stopped (a budget used up, the canary) and goes on.
             run.note = None;
         }
         self.drive(id, &[event]).await?;
@@ -321,6 +330,26 @@ impl Engine {
         self.settle(id).await?;
         if finished {
             self.finish(id).await?;
+        }
+        let run = self.rollouts.get_mut(&id).expect("known rollout");
+        if run.state == RunState::Running && run.scheduler.awaiting_approval() {
+            let canary = run.fleet.canary_pools.unwrap_or(0);
+            let note = format!(
+                "canary: the first {canary} pool(s) are done; `baton approve {id}` lets the other pools start"
+            );
+            self.log
+                .append(
+                    id,
+                    None,
+                    None,
+                    kind::ROLLOUT_AWAITING_APPROVAL,
+                    note.clone(),
+                )
+                .await
+                .map_err(store_error)?;
+            let run = self.rollouts.get_mut(&id).expect("known rollout");
+            run.state = RunState::AwaitingApproval;
+            run.note = Some(note);
         }
         Ok(())
     }

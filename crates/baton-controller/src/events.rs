@@ -10,6 +10,9 @@ pub mod kind {
     pub const ROLLOUT_RESUMED: &str = "rollout_resumed";
     pub const ROLLOUT_ABORTED: &str = "rollout_aborted";
     pub const ROLLOUT_FINISHED: &str = "rollout_finished";
+    /// The canary pools are done: the rollout waits for `baton approve`.
+    pub const ROLLOUT_AWAITING_APPROVAL: &str = "rollout_awaiting_approval";
+    pub const ROLLOUT_APPROVED: &str = "rollout_approved";
     pub const SERVER_STARTED: &str = "server_started";
     pub const SERVER_FINISHED: &str = "server_finished";
     pub const SERVER_SKIPPED: &str = "server_skipped";

@@ -84,6 +84,20 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
         ))
     }
 
+    async fn approve(
+        &self,
+        request: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        let id = request.into_inner().rollout_id;
+        Ok(Response::new(
+            self.engine
+                .lock()
+                .await
+                .control(&id, Event::Approve)
+                .await?,
+        ))
+    }
+
     async fn list_servers(
         &self,
         _request: Request<v1::ListServersRequest>,

@@ -17,6 +17,8 @@ use std::time::Instant;
 pub enum RunState {
     Running,
     Paused,
+    /// The canary pools are done; the rest waits for `baton approve`.
+    AwaitingApproval,
     /// Abort requested: nothing new starts; running servers finish.
     Aborting,
     Finished,
@@ -28,6 +30,7 @@ impl RunState {
         match self {
             RunState::Running => "running",
             RunState::Paused => "paused",
+            RunState::AwaitingApproval => "awaiting_approval",
             RunState::Aborting => "aborting",
             RunState::Finished => "finished",
             RunState::Aborted => "aborted",

@@ -1076,3 +1076,58 @@ async fn each_controller_start_raises_the_epoch_stamped_on_welcomes_and_assignme
     assert_eq!(session.assignment().await.epoch, 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- Canary -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_canary_rollout_waits_for_approval_after_its_first_pools() {
+    let controller = Controller::start().await;
+    let (toml, fqdns) = fleet("canary", 2);
+    let toml = toml.replace("max_parallel = 1", "max_parallel = 2\ncanary_pools = 1");
+    let (mut first, _) = controller.worker(&fqdns[0]).await;
+    let (mut second, _) = controller.worker(&fqdns[1]).await;
+    let id = controller.apply("canary.toml", &toml).await.expect("apply");
+    let mut follower = controller.follow(&id).await;
+    let rollout = || v1::RolloutRef {
+        rollout_id: id.clone(),
+    };
+
+    // Room for two, but only the canary pool runs.
+    let canary = first.assignment().await;
+    let status = controller.status(&id).await;
+    assert_eq!(server(&status, &fqdns[1]).state, "pending");
+    assert!(
+        server(&status, &fqdns[1]).waited_for.starts_with("canary:"),
+        "{status:?}"
+    );
+    let early = controller
+        .operator()
+        .approve(rollout())
+        .await
+        .expect_err("not waiting yet");
+    assert_eq!(early.code(), Code::FailedPrecondition, "{early:?}");
+
+    first.complete(&canary, true).await;
+    let gate = follower.until("rollout_awaiting_approval", None).await;
+    assert!(
+        gate.detail.contains(&format!("baton approve {id}")),
+        "{gate:?}"
+    );
+    let status = controller.status(&id).await;
+    assert_eq!(status.state, "awaiting_approval");
+    assert!(status.note.starts_with("canary:"), "{status:?}");
+
+    let approved = controller
+        .operator()
+        .approve(rollout())
+        .await
+        .expect("approve")
+        .into_inner();
+    assert_eq!(approved.state, "running");
+    assert!(approved.note.is_empty());
+    follower.until("rollout_approved", None).await;
+    let rest = second.assignment().await;
+    second.complete(&rest, true).await;
+    follower.until("rollout_finished", None).await;
+    assert_eq!(controller.status(&id).await.state, "finished");
+}

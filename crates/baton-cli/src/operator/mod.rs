@@ -63,6 +63,11 @@ pub enum OperatorCommand {
         /// The rollout id.
         id: String,
     },
+    /// Let a rollout waiting at its canary gate (`canary_pools`) go on to the other pools.
+    Approve {
+        /// The rollout id.
+        id: String,
+    },
     /// List the workers that have registered with the controller, connected or not.
     Servers {
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -120,6 +125,9 @@ async fn dispatch(url: &str, command: OperatorCommand) -> Result<()> {
         }
         OperatorCommand::Abort { id } => {
             status::control(&mut connect().await?, status::Control::Abort, id).await
+        }
+        OperatorCommand::Approve { id } => {
+            status::control(&mut connect().await?, status::Control::Approve, id).await
         }
         OperatorCommand::Servers { format } => servers::run(&mut connect().await?, format).await,
         OperatorCommand::Events {

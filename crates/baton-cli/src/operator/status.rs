@@ -218,12 +218,13 @@ impl Live {
     }
 }
 
-/// What `pause`, `resume` and `abort` ask for.
+/// What `pause`, `resume`, `abort` and `approve` ask for.
 #[derive(Clone, Copy)]
 pub enum Control {
     Pause,
     Resume,
     Abort,
+    Approve,
 }
 
 /// Calls the RPC and prints the state the rollout is in afterwards.
@@ -234,6 +235,7 @@ pub async fn control(controller: &mut Controller, what: Control, id: String) -> 
         Control::Pause => client.pause(request).await,
         Control::Resume => client.resume(request).await,
         Control::Abort => client.abort(request).await,
+        Control::Approve => client.approve(request).await,
     };
     let status = answer.map_err(|s| controller.error(&s))?.into_inner();
     write_out(&render::state_line(&status))
