@@ -67,6 +67,34 @@ fn example_fleet_loads() {
     Fleet::from_toml("examples/contoso.toml", text).expect("examples/contoso.toml is valid");
 }
 
+#[test]
+fn max_failures_as_a_percentage_of_the_servers() {
+    let text = include_str!("../../../examples/contoso.toml");
+    let with = |limit: &str| text.replace("max_failures = 0 ", &format!("max_failures = {limit} "));
+    let fleet = Fleet::from_toml("contoso.toml", &with("\"10%\"")).expect("valid");
+    assert_eq!(fleet.servers.len(), 29);
+    assert_eq!(fleet.max_failures, 2, "10% of 29 servers, rounded down");
+    let fleet = Fleet::from_toml("contoso.toml", &with("\"100%\"")).expect("valid");
+    assert_eq!(fleet.max_failures, 29);
+}
+
+#[test]
+fn max_failures_percentage_out_of_range_or_malformed() {
+    for bad in ["150%", "ten%", "10", "-5%"] {
+        let err = refused(&VALID.replace(
+            "name = \"lab\"",
+            &format!("name = \"lab\"\nmax_failures = \"{bad}\""),
+        ));
+        check(
+            &err,
+            Some(3),
+            "fleet.max_failures",
+            Some(&format!("{bad:?}")),
+            "a percentage of the fleet's servers like \"10%\"",
+        );
+    }
+}
+
 // --- TOML level: syntax, unknown keys, types, missing keys ---
 
 #[test]

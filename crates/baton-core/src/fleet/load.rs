@@ -1,5 +1,6 @@
 //! Turns a fleet file into a validated [`Fleet`], or one clear [`InputError`].
 
+use super::raw::CountOrPercent;
 use super::raw::{RawFleetFile, RawPool, RawServer};
 use super::{
     DEFAULT_OUTAGE_BUDGET, Edition, FQDN_SYNTAX, Fleet, NAME_SYNTAX, Pool, PoolId, Role, Server,
@@ -47,17 +48,23 @@ impl FleetBuilder<'_> {
             None,
             "leave it out for no canary",
         )?;
+        // A percentage is turned into a count once the servers are known.
         let max_failures = match &header.max_failures {
-            None => 0,
-            Some(v) => match out_of_range(*v.get_ref(), 0) {
-                Some(why) => {
-                    return Err(src
-                        .error(Some(v.span().start), "fleet.max_failures")
-                        .value(v.get_ref())
-                        .message(why));
+            None => FailureLimit::Count(0),
+            Some(v) => {
+                let err = || src.error(Some(v.span().start), "fleet.max_failures");
+                match v.get_ref() {
+                    CountOrPercent::Count(n) => match out_of_range(*n, 0) {
+                        Some(why) => return Err(err().value(n).message(why)),
+                        None => FailureLimit::Count(*n as u32),
+                    },
+                    CountOrPercent::Percent(text) => FailureLimit::Percent(parse_percent(text).ok_or_else(|| {
+                        err().value(text).message(
+                            "write a whole number of failures, or a percentage of the fleet's servers like \"10%\" (0% to 100%)",
+                        )
+                    })?),
                 }
-                None => *v.get_ref() as u32,
-            },
+            }
         };
 
         let mut sites = Vec::new();
@@ -144,7 +151,7 @@ impl FleetBuilder<'_> {
             file: src.file.to_string(),
             name: name.into_inner(),
             max_parallel,
-            max_failures,
+            max_failures: max_failures.of(servers.len()),
             canary_pools,
             sites,
             pools,
@@ -431,4 +438,27 @@ impl FleetBuilder<'_> {
         }
         Ok(())
     }
+}
+
+/// `max_failures` as written: a count, or a share of the fleet's servers.
+enum FailureLimit {
+    Count(u32),
+    Percent(f64),
+}
+
+impl FailureLimit {
+    /// The count for a fleet of `servers`: a percentage rounds down, so "10%" of 29 servers
+    /// tolerates 2 failures, never more than asked.
+    fn of(&self, servers: usize) -> u32 {
+        match *self {
+            FailureLimit::Count(n) => n,
+            FailureLimit::Percent(p) => ((p / 100.0) * servers as f64).floor() as u32,
+        }
+    }
+}
+
+/// "10%", "2.5%": a percentage from 0 to 100.
+fn parse_percent(text: &str) -> Option<f64> {
+    let number: f64 = text.trim().strip_suffix('%')?.trim().parse().ok()?;
+    (0.0..=100.0).contains(&number).then_some(number)
 }

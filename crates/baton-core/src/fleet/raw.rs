@@ -19,7 +19,7 @@ pub struct RawFleetFile {
 pub struct RawFleet {
     pub name: Spanned<String>,
     pub max_parallel: Option<Spanned<i64>>,
-    pub max_failures: Option<Spanned<i64>>,
+    pub max_failures: Option<Spanned<CountOrPercent>>,
     pub canary_pools: Option<Spanned<i64>>,
 }
 
@@ -52,4 +52,12 @@ pub struct RawServer {
     pub role: Spanned<String>,
     pub collocated_databases: Option<Spanned<bool>>,
     pub expected_duration: Option<Spanned<String>>,
+}
+
+/// `max_failures = 3` or `max_failures = "5%"` (of the fleet's servers).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CountOrPercent {
+    Count(i64),
+    Percent(String),
 }
