@@ -435,6 +435,7 @@ fn status_json_has_exactly_the_documented_keys() {
                 "waited_for",
                 "current_step",
                 "worker_connected",
+                "worker_lost_s",
             ])
         );
     }

@@ -28,7 +28,12 @@ struct WorkerLink {
     connection: u64,
     tx: WorkerTx,
     heartbeat_persisted: Instant,
+    /// The last message of any kind from it.
+    seen: Instant,
 }
+
+/// A worker silent this long (no heartbeat, no report) is taken as lost.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Engine {
     log: EventLog,
@@ -36,6 +41,8 @@ pub struct Engine {
     epoch: u64,
     /// Connected workers by [`worker_key`]: FQDNs compare case-insensitively, as in fleets.
     workers: HashMap<String, WorkerLink>,
+    /// Workers gone since (by [`worker_key`]), until they say hello again.
+    lost: HashMap<String, Instant>,
     next_connection: u64,
     rollouts: BTreeMap<i64, RolloutRun>,
     next_assignment: u64,
@@ -58,6 +65,7 @@ impl Engine {
             log,
             epoch,
             workers: HashMap::new(),
+            lost: HashMap::new(),
             next_connection: 1,
             rollouts: BTreeMap::new(),
             next_assignment: 1,
@@ -174,7 +182,12 @@ impl Engine {
     pub fn status(&self, rollout_id: &str) -> Result<v1::RolloutStatus, Status> {
         let id = self.resolve(rollout_id)?;
         let connected = |fqdn: &str| self.workers.contains_key(&worker_key(fqdn));
-        Ok(self.rollouts[&id].status(&connected))
+        let lost_for = |fqdn: &str| {
+            self.lost
+                .get(&worker_key(fqdn))
+                .map(|since| since.elapsed().as_secs_f64())
+        };
+        Ok(self.rollouts[&id].status(&connected, &lost_for))
     }
 
     /// Pause, resume or abort: the event is committed, then the scheduler told.
@@ -258,6 +271,7 @@ impl Engine {
     /// The watchdog's round: records each back end crossing 50%, 80% or 100% of its pool's
     /// outage budget; at 100% the rollout stops starting servers until an operator resumes it.
     pub async fn watch(&mut self) -> Result<(), Status> {
+        self.reap_silent_workers().await;
         let ids: Vec<i64> = self
             .rollouts
             .values()
@@ -529,8 +543,10 @@ impl Engine {
                 connection,
                 tx,
                 heartbeat_persisted: Instant::now(),
+                seen: Instant::now(),
             },
         );
+        self.lost.remove(&worker_key(&hello.fqdn));
         for (id, server, assignment_id) in unknown_to_worker {
             tracing::warn!(fqdn = %hello.fqdn, %assignment_id, "worker reconnected without its assignment");
             // The worker is registered either way; a store failure here is logged, not
@@ -571,11 +587,66 @@ impl Engine {
             .get(&key)
             .is_some_and(|link| link.connection == connection)
         {
-            self.workers.remove(&key);
-            if let Err(err) = self.log.store().worker_disconnected(fqdn).await {
-                tracing::error!(%err, %fqdn, "could not record a disconnect");
+            self.lose(fqdn, "disconnected").await;
+        }
+    }
+
+    /// A worker is gone (its stream ended, or it fell silent): forget its link, and if its
+    /// server is in maintenance, record that its state is now unknown. The pool stays held.
+    async fn lose(&mut self, fqdn: &str, how: &str) {
+        let key = worker_key(fqdn);
+        self.workers.remove(&key);
+        self.lost.insert(key, Instant::now());
+        if let Err(err) = self.log.store().worker_disconnected(fqdn).await {
+            tracing::error!(%err, %fqdn, "could not record a disconnect");
+        }
+        tracing::info!(%fqdn, how, "worker gone");
+        let running: Vec<(i64, ServerId)> = self
+            .rollouts
+            .values()
+            .filter(|run| !run.state.is_over())
+            .filter_map(|run| {
+                let server = run.server_by_fqdn(fqdn)?;
+                let busy = run.assignments.values().any(|&s| s == server)
+                    && !run.undelivered.contains(&server);
+                busy.then_some((run.id, server))
+            })
+            .collect();
+        for (id, server) in running {
+            let (name, pool) = self.names(id, server);
+            let detail =
+                format!("{how} while in maintenance: its state is unknown and {pool} stays held");
+            if let Err(err) = self
+                .log
+                .append(id, Some(&name), Some(&pool), kind::WORKER_LOST, detail)
+                .await
+            {
+                tracing::error!(%err, "could not record a lost worker");
             }
-            tracing::info!(%fqdn, "worker disconnected");
+        }
+    }
+
+    /// Workers silent for longer than the heartbeat timeout are taken as lost; their streams
+    /// are ended (they reconnect if they can).
+    async fn reap_silent_workers(&mut self) {
+        let silent: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, link)| link.seen.elapsed() > HEARTBEAT_TIMEOUT)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in silent {
+            if let Some(link) = self.workers.get(&key) {
+                let _ = link.tx.send(Err(Status::deadline_exceeded(format!(
+                    "no heartbeat for {}s",
+                    HEARTBEAT_TIMEOUT.as_secs()
+                ))));
+            }
+            self.lose(
+                &key,
+                &format!("silent for over {}s", HEARTBEAT_TIMEOUT.as_secs()),
+            )
+            .await;
         }
     }
 
@@ -628,6 +699,9 @@ impl Engine {
             return Err(Status::failed_precondition(
                 "this stream is no longer the worker's connection",
             ));
+        }
+        if let Some(link) = self.workers.get_mut(&worker_key(fqdn)) {
+            link.seen = Instant::now();
         }
         match body {
             Body::Hello(_) => Err(Status::failed_precondition(

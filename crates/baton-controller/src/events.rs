@@ -24,6 +24,8 @@ pub mod kind {
     pub const BUDGET_WARNING: &str = "budget_warning";
     /// A back end used up its pool's outage budget: the pool's users may be in resiliency mode.
     pub const RESILIENCY_RISK: &str = "resiliency_risk";
+    /// The worker of a server in maintenance disconnected or fell silent.
+    pub const WORKER_LOST: &str = "worker_lost";
 }
 
 /// The store plus the live feed of appended events, cheap to clone.

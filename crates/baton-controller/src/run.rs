@@ -169,7 +169,13 @@ impl RolloutRun {
             .collect()
     }
 
-    pub fn status(&self, connected: &dyn Fn(&str) -> bool) -> v1::RolloutStatus {
+    /// `connected(fqdn)`: whether its worker is connected; `lost_for(fqdn)`: for how long it
+    /// has been gone, if it was connected before.
+    pub fn status(
+        &self,
+        connected: &dyn Fn(&str) -> bool,
+        lost_for: &dyn Fn(&str) -> Option<f64>,
+    ) -> v1::RolloutStatus {
         let records = self.scheduler.records();
         let servers = self
             .fleet
@@ -200,6 +206,9 @@ impl RolloutRun {
                     waited_for: waited_for.unwrap_or_default(),
                     current_step: self.current_step.get(&id).cloned().unwrap_or_default(),
                     worker_connected: connected(&server.fqdn),
+                    worker_lost_s: (state == "running" && !connected(&server.fqdn))
+                        .then(|| lost_for(&server.fqdn))
+                        .flatten(),
                 }
             })
             .collect();

@@ -1131,3 +1131,77 @@ async fn a_canary_rollout_waits_for_approval_after_its_first_pools() {
     follower.until("rollout_finished", None).await;
     assert_eq!(controller.status(&id).await.state, "finished");
 }
+
+// ---- Lost workers ----------------------------------------------------------------------------
+
+/// One EE pool with two back ends: while the first one's worker is gone, the second must not
+/// start (its pool's back-end state is unknown).
+fn two_backends() -> String {
+    "[fleet]\nname = \"lost\"\n\
+     \n[[pool]]\nfqdn = \"pool01.lost.example\"\nedition = \"enterprise\"\nsql_server = \"sql01.lost.example\"\n\
+     \n  [[pool.server]]\n  fqdn = \"be01.lost.example\"\n  role = \"backend\"\n  expected_duration = \"5m\"\n\
+     \n  [[pool.server]]\n  fqdn = \"be02.lost.example\"\n  role = \"backend\"\n  expected_duration = \"5m\"\n"
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_worker_gone_mid_update_is_reported_and_its_pool_stays_held() {
+    let controller = Controller::start().await;
+    let (mut be01, _) = controller.worker("be01.lost.example").await;
+    let (_be02, _) = controller.worker("be02.lost.example").await;
+    let id = controller
+        .apply("lost.toml", &two_backends())
+        .await
+        .expect("apply");
+    let mut follower = controller.follow(&id).await;
+    let assignment = be01.assignment().await;
+    be01.send(step_started(&assignment.assignment_id, 0)).await;
+    follower
+        .until("step_started", Some("be01.lost.example"))
+        .await;
+
+    be01.close().await;
+    let lost = follower
+        .until("worker_lost", Some("be01.lost.example"))
+        .await;
+    assert!(
+        lost.detail.starts_with("disconnected while in maintenance"),
+        "{lost:?}"
+    );
+    let status = controller.status(&id).await;
+    let be01_status = server(&status, "be01.lost.example");
+    assert_eq!(be01_status.state, "running");
+    assert!(!be01_status.worker_connected);
+    assert!(be01_status.worker_lost_s.is_some(), "{be01_status:?}");
+    // be02 stays pending: R1 still holds with be01's state unknown.
+    let be02_status = server(&status, "be02.lost.example");
+    assert_eq!(be02_status.state, "pending");
+    assert!(
+        be02_status.waited_for.starts_with("R1: be01"),
+        "{be02_status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_worker_is_taken_as_lost() {
+    let controller = Controller::start().await;
+    // A session that says hello and then nothing: no heartbeats.
+    let (mut silent, _) = controller.worker("be01.lost.example").await;
+    let (_be02, _) = controller.worker("be02.lost.example").await;
+    let id = controller
+        .apply("lost.toml", &two_backends())
+        .await
+        .expect("apply");
+    let mut follower = controller.follow(&id).await;
+    silent.assignment().await;
+    let lost = follower
+        .until("worker_lost", Some("be01.lost.example"))
+        .await;
+    assert!(
+        lost.detail
+            .starts_with("silent for over 5s while in maintenance"),
+        "{lost:?}"
+    );
+    let status = silent.refused().await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+}

@@ -99,10 +99,12 @@ pub fn failed(status: &RolloutStatus) -> Vec<&str> {
         .collect()
 }
 
-/// "running", or "running (no worker)" when the server still needs a worker that is not
-/// connected.
+/// "running", "running (no worker)" when the server still needs a worker that is not
+/// connected, or "running (worker lost 00:01:05)" when its worker went away mid-update.
 fn state_cell(server: &ServerStatus) -> String {
-    if !server.worker_connected && matches!(server.state.as_str(), "pending" | "running") {
+    if let Some(lost) = server.worker_lost_s {
+        format!("{} (worker lost {})", server.state, hms(lost))
+    } else if !server.worker_connected && matches!(server.state.as_str(), "pending" | "running") {
         format!("{} (no worker)", server.state)
     } else {
         server.state.clone()
@@ -219,6 +221,7 @@ struct ServerJson<'a> {
     waited_for: &'a str,
     current_step: &'a str,
     worker_connected: bool,
+    worker_lost_s: Option<f64>,
 }
 
 /// The status as one JSON object; servers in the controller's order.
@@ -245,6 +248,7 @@ pub fn status_json(status: &RolloutStatus) -> serde_json::Result<String> {
                 waited_for: &s.waited_for,
                 current_step: &s.current_step,
                 worker_connected: s.worker_connected,
+                worker_lost_s: s.worker_lost_s,
             })
             .collect(),
     })
@@ -265,7 +269,10 @@ fn server_note(s: &ServerStatus) -> String {
         }
         _ => {}
     }
-    if !s.worker_connected && matches!(s.state.as_str(), "pending" | "running") {
+    // Not the lost duration: it changes every poll and would print a line each time.
+    if s.worker_lost_s.is_some() {
+        text.push_str(" (worker lost)");
+    } else if !s.worker_connected && matches!(s.state.as_str(), "pending" | "running") {
         text.push_str(" (no worker)");
     }
     text
@@ -445,6 +452,7 @@ mod tests {
             waited_for: String::new(),
             current_step: String::new(),
             worker_connected: true,
+            worker_lost_s: None,
         }
     }
 
