@@ -552,7 +552,8 @@ async fn an_assignment_carries_the_rendered_steps_and_bad_reports_end_the_stream
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("step index 7"), "{status:?}");
 
-    // Nothing recorded before the refusals is lost, and nothing after them was recorded.
+    // Nothing recorded before the refusals is lost; after them, only that the server's
+    // worker was gone twice (each refusal ended its stream mid-update).
     let events = controller.events(&id).await;
     assert_contiguous(&events);
     assert_eq!(
@@ -561,9 +562,12 @@ async fn an_assignment_carries_the_rendered_steps_and_bad_reports_end_the_stream
             "rollout_started",
             "server_started",
             "step_started",
-            "step_output"
+            "step_output",
+            "worker_lost",
+            "worker_lost"
         ]
     );
+    assert!(events[4..].iter().all(|e| e.server == first), "{events:?}");
     assert_eq!(events[1].server, first);
     assert_eq!(assignment_of(&events[1]), aid);
     assert_eq!(events[2].detail, "hello attempt 1");
