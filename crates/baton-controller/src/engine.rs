@@ -195,6 +195,7 @@ impl Engine {
         &mut self,
         rollout_id: &str,
         event: Event,
+        force: bool,
     ) -> Result<v1::RolloutStatus, Status> {
         let id = self.resolve(rollout_id)?;
         let state = self.rollouts[&id].state;
@@ -203,6 +204,9 @@ impl Engine {
                 "rollout {id} is already {}",
                 state.as_str()
             )));
+        }
+        if event == Event::Abort && force {
+            return self.force_abort(id).await;
         }
         let (event_kind, next) = match (event, state) {
             (Event::Pause, RunState::Running) => (kind::ROLLOUT_PAUSED, RunState::Paused),
@@ -233,6 +237,53 @@ impl Engine {
             run.note = None;
         }
         self.drive(id, &[event]).await?;
+        self.status(&id.to_string())
+    }
+
+    /// `abort --force`: starts nothing more and cancels the steps running now. The event names
+    /// the servers left mid-runbook; each then ends `failed` when its worker confirms.
+    async fn force_abort(&mut self, id: i64) -> Result<v1::RolloutStatus, Status> {
+        let run = &self.rollouts[&id];
+        let mut running: Vec<(String, ServerId)> = run
+            .assignments
+            .iter()
+            .filter(|(_, server)| !run.undelivered.contains(server))
+            .map(|(assignment, &server)| (assignment.clone(), server))
+            .collect();
+        running.sort_by_key(|&(_, server)| server);
+        let names: Vec<String> = running
+            .iter()
+            .map(|&(_, s)| run.fqdn(s).to_string())
+            .collect();
+        let detail = if names.is_empty() {
+            "requested by an operator, forced: no step was running".to_string()
+        } else {
+            format!(
+                "requested by an operator, forced: cancelling the steps running on {} (left mid-runbook)",
+                names.join(", ")
+            )
+        };
+        self.log
+            .append(id, None, None, kind::ROLLOUT_ABORTED, detail)
+            .await
+            .map_err(store_error)?;
+        let was = self.rollouts[&id].state;
+        self.rollouts.get_mut(&id).expect("resolved").state = RunState::Aborting;
+        for (assignment_id, server) in &running {
+            let fqdn = self.rollouts[&id].fqdn(*server).to_string();
+            if let Some(link) = self.workers.get(&worker_key(&fqdn)) {
+                send(
+                    &link.tx,
+                    v1::controller_message::Body::Cancel(v1::Cancel {
+                        assignment_id: assignment_id.clone(),
+                    }),
+                );
+            }
+        }
+        // The scheduler hears of the abort once (a second, forced abort only cancels).
+        if was != RunState::Aborting {
+            self.drive(id, &[Event::Abort]).await?;
+        }
         self.status(&id.to_string())
     }
 

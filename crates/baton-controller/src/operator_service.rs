@@ -60,7 +60,11 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
     ) -> Result<Response<v1::RolloutStatus>, Status> {
         let id = request.into_inner().rollout_id;
         Ok(Response::new(
-            self.engine.lock().await.control(&id, Event::Pause).await?,
+            self.engine
+                .lock()
+                .await
+                .control(&id, Event::Pause, false)
+                .await?,
         ))
     }
 
@@ -70,7 +74,11 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
     ) -> Result<Response<v1::RolloutStatus>, Status> {
         let id = request.into_inner().rollout_id;
         Ok(Response::new(
-            self.engine.lock().await.control(&id, Event::Resume).await?,
+            self.engine
+                .lock()
+                .await
+                .control(&id, Event::Resume, false)
+                .await?,
         ))
     }
 
@@ -78,9 +86,13 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
         &self,
         request: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let id = request.into_inner().rollout_id;
+        let request = request.into_inner();
         Ok(Response::new(
-            self.engine.lock().await.control(&id, Event::Abort).await?,
+            self.engine
+                .lock()
+                .await
+                .control(&request.rollout_id, Event::Abort, request.force)
+                .await?,
         ))
     }
 
@@ -93,7 +105,7 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
             self.engine
                 .lock()
                 .await
-                .control(&id, Event::Approve)
+                .control(&id, Event::Approve, false)
                 .await?,
         ))
     }

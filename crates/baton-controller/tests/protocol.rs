@@ -186,6 +186,7 @@ impl Controller {
         self.operator()
             .get_status(v1::RolloutRef {
                 rollout_id: id.to_string(),
+                ..Default::default()
             })
             .await
             .expect("GetStatus")
@@ -653,6 +654,7 @@ async fn completing_assignments_by_hand_runs_the_rollout_to_its_end() {
         .operator()
         .pause(v1::RolloutRef {
             rollout_id: id.clone(),
+            ..Default::default()
         })
         .await
         .expect_err("pausing a finished rollout");
@@ -843,6 +845,7 @@ async fn pause_holds_new_starts_resume_continues_abort_lets_running_ones_finish(
     let mut follower = controller.follow(&id).await;
     let rollout = || v1::RolloutRef {
         rollout_id: id.clone(),
+        ..Default::default()
     };
     let mut operator = controller.operator();
 
@@ -1043,6 +1046,7 @@ async fn a_back_end_past_its_outage_budget_stops_new_starts_until_resume() {
         .operator()
         .resume(v1::RolloutRef {
             rollout_id: id.clone(),
+            ..Default::default()
         })
         .await
         .expect("resume")
@@ -1094,6 +1098,7 @@ async fn a_canary_rollout_waits_for_approval_after_its_first_pools() {
     let mut follower = controller.follow(&id).await;
     let rollout = || v1::RolloutRef {
         rollout_id: id.clone(),
+        ..Default::default()
     };
 
     // Room for two, but only the canary pool runs.
@@ -1208,4 +1213,56 @@ async fn a_silent_worker_is_taken_as_lost() {
     );
     let status = silent.refused().await;
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+}
+
+// ---- Forced abort -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_forced_abort_cancels_the_running_steps_and_names_their_servers() {
+    let controller = Controller::start().await;
+    let (toml, fqdns) = fleet("force", 2);
+    let (mut first, _) = controller.worker(&fqdns[0]).await;
+    let (_second, _) = controller.worker(&fqdns[1]).await;
+    let id = controller.apply("force.toml", &toml).await.expect("apply");
+    let mut follower = controller.follow(&id).await;
+    let assignment = first.assignment().await;
+    first.send(step_started(&assignment.assignment_id, 0)).await;
+    follower.until("step_started", Some(&fqdns[0])).await;
+
+    let aborted = controller
+        .operator()
+        .abort(v1::RolloutRef {
+            rollout_id: id.clone(),
+            force: true,
+        })
+        .await
+        .expect("abort")
+        .into_inner();
+    assert_eq!(aborted.state, "aborting");
+    let event = follower.until("rollout_aborted", None).await;
+    assert_eq!(
+        event.detail,
+        format!(
+            "requested by an operator, forced: cancelling the steps running on {} (left mid-runbook)",
+            fqdns[0]
+        )
+    );
+    // The worker is told to cancel; it confirms by reporting the assignment failed.
+    match first.next().await {
+        ToWorker::Cancel(cancel) => assert_eq!(cancel.assignment_id, assignment.assignment_id),
+        other => panic!("expected Cancel, got {other:?}"),
+    }
+    first
+        .send(Body::AssignmentFinished(v1::AssignmentFinished {
+            assignment_id: assignment.assignment_id.clone(),
+            succeeded: false,
+            detail: "cancelled by the controller (abort --force), mid-runbook".into(),
+        }))
+        .await;
+    let finished = follower.until("rollout_finished", None).await;
+    assert!(finished.detail.starts_with("aborted:"), "{finished:?}");
+    let status = controller.status(&id).await;
+    assert_eq!(status.state, "aborted");
+    assert_eq!(server(&status, &fqdns[0]).state, "failed");
+    assert_eq!(server(&status, &fqdns[1]).state, "not_started");
 }

@@ -203,7 +203,7 @@ impl Connection {
         loop {
             tokio::select! {
                 message = inbound.message() => match message {
-                    Ok(Some(message)) => self.handle(message, &mut heartbeat),
+                    Ok(Some(message)) => self.handle(message, &mut heartbeat).await,
                     Ok(None) => return SessionEnd::Closed,
                     Err(status) => return SessionEnd::Failed(status),
                 },
@@ -229,7 +229,7 @@ impl Connection {
         }
     }
 
-    fn handle(&mut self, message: ControllerMessage, heartbeat: &mut Interval) {
+    async fn handle(&mut self, message: ControllerMessage, heartbeat: &mut Interval) {
         match message.body {
             Some(controller_message::Body::Welcome(welcome)) => {
                 let period = match welcome.heartbeat_interval_ms {
@@ -275,6 +275,13 @@ impl Connection {
                 }
                 self.highest_epoch = assignment.epoch;
                 self.runner.start(assignment);
+            }
+            Some(controller_message::Body::Cancel(cancel)) => {
+                if self.runner.cancel(&cancel.assignment_id).await {
+                    tracing::warn!(assignment = %cancel.assignment_id, "assignment cancelled by the controller");
+                } else {
+                    tracing::info!(assignment = %cancel.assignment_id, "cancel for an assignment not running here; ignored");
+                }
             }
             None => tracing::debug!("empty message from the controller ignored"),
         }

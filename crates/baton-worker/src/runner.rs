@@ -30,7 +30,8 @@ pub struct Runner {
 
 struct Running {
     id: String,
-    task: JoinHandle<bool>,
+    /// `None` once a cancel has awaited it.
+    task: Option<JoinHandle<bool>>,
 }
 
 impl Runner {
@@ -46,7 +47,12 @@ impl Runner {
     pub fn running(&self) -> Option<&str> {
         self.current
             .as_ref()
-            .filter(|running| !running.task.is_finished())
+            .filter(|running| {
+                running
+                    .task
+                    .as_ref()
+                    .is_some_and(|task| !task.is_finished())
+            })
             .map(|running| running.id.as_str())
     }
 
@@ -85,19 +91,50 @@ impl Runner {
         let report = self.report.clone();
         let id = assignment.assignment_id.clone();
         let task = tokio::spawn(async move { executor.run(&assignment, &report).await });
-        self.current = Some(Running { id, task });
+        self.current = Some(Running {
+            id,
+            task: Some(task),
+        });
         Started::Running
+    }
+
+    /// Cancels `assignment_id` if it is the one running: its task is stopped (which kills the
+    /// step's process group), then the assignment is reported failed. False if it is not
+    /// running here.
+    pub async fn cancel(&mut self, assignment_id: &str) -> bool {
+        let Some(running) = self.current.as_mut() else {
+            return false;
+        };
+        if running.id != assignment_id {
+            return false;
+        }
+        let Some(task) = running.task.take_if(|task| !task.is_finished()) else {
+            return false;
+        };
+        task.abort();
+        // Nothing more from the task may follow the failure report; and a task that finished
+        // in the meantime has reported its own result.
+        if task.await.is_ok() {
+            return false;
+        }
+        self.report.assignment_finished(
+            assignment_id,
+            false,
+            "cancelled by the controller (abort --force), mid-runbook".to_string(),
+        );
+        true
     }
 
     /// Stops the running assignment, if any: its task is dropped, which kills the step's
     /// process (group). Returns once that is done.
     pub async fn shutdown(&mut self) {
         if let Some(running) = self.current.take() {
-            if !running.task.is_finished() {
+            let Some(task) = running.task else { return };
+            if !task.is_finished() {
                 tracing::info!(assignment = %running.id, "stopping the running assignment");
             }
-            running.task.abort();
-            let _ = running.task.await;
+            task.abort();
+            let _ = task.await;
         }
     }
 }
@@ -162,7 +199,7 @@ mod tests {
         ));
         // The task may still be returning; wait for it rather than racing it.
         if let Some(running) = runner.current.as_mut() {
-            (&mut running.task).await.unwrap();
+            running.task.as_mut().expect("a task").await.unwrap();
         }
         assert_eq!(runner.running(), None);
         assert_eq!(runner.start(assignment("a3")), Started::Running);

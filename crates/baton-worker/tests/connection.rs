@@ -12,7 +12,7 @@ use std::time::Duration;
 use baton_proto::v1::worker_message::Body;
 use baton_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
 use baton_proto::v1::{
-    Assignment, ControllerMessage, Step, Welcome, WorkerMessage, controller_message,
+    Assignment, Cancel, ControllerMessage, Step, Welcome, WorkerMessage, controller_message,
 };
 use baton_worker::{BackoffPolicy, Executor, ShellExecutor, WorkerConfig};
 use tokio::sync::{mpsc, oneshot};
@@ -476,5 +476,33 @@ async fn an_assignment_from_an_older_controller_epoch_is_refused() {
         ..assignment("new", vec![sh_step("s", "true")])
     });
     assert!(matches!(conn.next().await, Body::StepStarted(s) if s.assignment_id == "new"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_kills_the_running_step_and_reports_the_assignment_failed() {
+    let mut h = Harness::start("web05", vec![]).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web05").await;
+    conn.welcome(true, 1000);
+    conn.send(controller_message::Body::Cancel(Cancel {
+        assignment_id: "nothing-here".into(),
+    }));
+    conn.assign(assignment("a1", vec![sh_step("long", "sleep 30")]));
+    assert!(matches!(conn.next().await, Body::StepStarted(s) if s.assignment_id == "a1"));
+    conn.send(controller_message::Body::Cancel(Cancel {
+        assignment_id: "a1".into(),
+    }));
+    match conn.next().await {
+        Body::AssignmentFinished(f) => {
+            assert_eq!(f.assignment_id, "a1");
+            assert!(!f.succeeded);
+            assert_eq!(
+                f.detail,
+                "cancelled by the controller (abort --force), mid-runbook"
+            );
+        }
+        other => panic!("expected a1 cancelled: {other:?}"),
+    }
     h.stop().await;
 }

@@ -62,6 +62,9 @@ pub enum OperatorCommand {
     Abort {
         /// The rollout id.
         id: String,
+        /// Also cancel the steps running now (their servers end failed, mid-runbook).
+        #[arg(long)]
+        force: bool,
     },
     /// Let a rollout waiting at its canary gate (`canary_pools`) go on to the other pools.
     Approve {
@@ -123,8 +126,8 @@ async fn dispatch(url: &str, command: OperatorCommand) -> Result<()> {
         OperatorCommand::Resume { id } => {
             status::control(&mut connect().await?, status::Control::Resume, id).await
         }
-        OperatorCommand::Abort { id } => {
-            status::control(&mut connect().await?, status::Control::Abort, id).await
+        OperatorCommand::Abort { id, force } => {
+            status::control(&mut connect().await?, status::Control::Abort { force }, id).await
         }
         OperatorCommand::Approve { id } => {
             status::control(&mut connect().await?, status::Control::Approve, id).await

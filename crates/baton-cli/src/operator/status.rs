@@ -17,6 +17,7 @@ const GIVE_UP: Duration = Duration::from_secs(60);
 async fn get(controller: &mut Controller, id: &str) -> Result<RolloutStatus, tonic::Status> {
     let request = RolloutRef {
         rollout_id: id.to_string(),
+        force: false,
     };
     Ok(controller.client.get_status(request).await?.into_inner())
 }
@@ -223,18 +224,25 @@ impl Live {
 pub enum Control {
     Pause,
     Resume,
-    Abort,
+    /// `force`: also cancel the steps running now.
+    Abort {
+        force: bool,
+    },
     Approve,
 }
 
 /// Calls the RPC and prints the state the rollout is in afterwards.
 pub async fn control(controller: &mut Controller, what: Control, id: String) -> Result<()> {
-    let request = RolloutRef { rollout_id: id };
+    let force = matches!(what, Control::Abort { force: true });
+    let request = RolloutRef {
+        rollout_id: id,
+        force,
+    };
     let client = &mut controller.client;
     let answer = match what {
         Control::Pause => client.pause(request).await,
         Control::Resume => client.resume(request).await,
-        Control::Abort => client.abort(request).await,
+        Control::Abort { .. } => client.abort(request).await,
         Control::Approve => client.approve(request).await,
     };
     let status = answer.map_err(|s| controller.error(&s))?.into_inner();
