@@ -143,6 +143,7 @@ impl RolloutRun {
                     command: step.command.clone(),
                     timeout_ms: step.timeout,
                     retries: step.retries,
+                    gate_interval_ms: step.gate_interval.unwrap_or(0),
                 })
                 .collect(),
             expected_duration_ms: self.workload.expected[server],

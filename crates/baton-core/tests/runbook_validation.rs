@@ -521,6 +521,50 @@ run = "true"
 }
 
 #[test]
+fn gates_parse_and_their_mistakes_are_named() {
+    let gate = |extra: &str| {
+        format!(
+            "[runbook]\nname = \"patch\"\nshell = \"sh\"\n\n[[step]]\nid = \"healthy\"\nrun = \"true\"\ntimeout = \"5m\"\n{extra}"
+        )
+    };
+    let ok =
+        Runbook::from_toml(FILE, &gate("kind = \"gate\"\ninterval = \"15s\"\n")).expect("a gate");
+    assert_eq!(ok.steps[0].gate_interval, Some(15_000));
+    let default = Runbook::from_toml(FILE, &gate("kind = \"gate\"\n")).expect("a gate");
+    assert_eq!(default.steps[0].gate_interval, Some(10_000));
+    let plain = Runbook::from_toml(FILE, &gate("")).expect("a command");
+    assert_eq!(plain.steps[0].gate_interval, None);
+
+    let err = Runbook::from_toml(FILE, &gate("kind = \"probe\"\n")).unwrap_err();
+    check(
+        &err,
+        FILE,
+        Some(9),
+        "step.kind",
+        Some("\"probe\""),
+        "unknown kind",
+    );
+    let err = Runbook::from_toml(FILE, &gate("interval = \"15s\"\n")).unwrap_err();
+    check(
+        &err,
+        FILE,
+        Some(9),
+        "step.interval",
+        Some("\"15s\""),
+        "only a step with kind = \"gate\"",
+    );
+    let err = Runbook::from_toml(FILE, &gate("kind = \"gate\"\nretries = 2\n")).unwrap_err();
+    check(
+        &err,
+        FILE,
+        Some(10),
+        "step.retries",
+        Some("2"),
+        "it has no retries",
+    );
+}
+
+#[test]
 fn unknown_template_variable() {
     let err = refused(
         r#"

@@ -59,13 +59,25 @@ impl ShellExecutor {
     async fn run(&self, assignment: &Assignment, report: &Reporter) -> Result<(), String> {
         let id = &assignment.assignment_id;
         for (index, step) in (0u32..).zip(&assignment.steps) {
+            if step.gate_interval_ms > 0 {
+                self.gate(&assignment.shell, step, id, index, report)
+                    .await?;
+                continue;
+            }
             let attempts = step.retries.saturating_add(1);
             let mut outcome = AttemptOutcome::Exited(0);
             for attempt in 1..=attempts {
                 report.step_started(id, index, attempt);
                 tracing::info!(assignment = %id, step = %step.id, attempt, "step started");
                 outcome = self
-                    .attempt(&assignment.shell, step, id, index, report)
+                    .attempt(
+                        &assignment.shell,
+                        step,
+                        id,
+                        index,
+                        report,
+                        step_timeout(step),
+                    )
                     .await;
                 report.step_finished(id, index, attempt, &outcome);
                 tracing::info!(assignment = %id, step = %step.id, attempt, ?outcome, "step finished");
@@ -80,6 +92,44 @@ impl ShellExecutor {
         Ok(())
     }
 
+    /// A health gate: tries the command every `gate_interval_ms` until it succeeds, within the
+    /// step's timeout (counted from the first try).
+    async fn gate(
+        &self,
+        shell_name: &str,
+        step: &Step,
+        id: &str,
+        index: u32,
+        report: &Reporter,
+    ) -> Result<(), String> {
+        let interval = Duration::from_millis(step.gate_interval_ms);
+        let deadline = step_timeout(step).map(|timeout| tokio::time::Instant::now() + timeout);
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
+            report.step_started(id, index, attempt);
+            let remaining =
+                deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+            let outcome = self
+                .attempt(shell_name, step, id, index, report, remaining)
+                .await;
+            report.step_finished(id, index, attempt, &outcome);
+            tracing::info!(assignment = %id, step = %step.id, attempt, ?outcome, "gate tried");
+            if outcome.succeeded() {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() + interval >= d) {
+                return Err(format!(
+                    "gate {} did not pass within {} ({attempt} tries; the last: {})",
+                    step.id,
+                    format_millis(step.timeout_ms),
+                    failure_detail(step, &outcome)
+                ));
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
     async fn attempt(
         &self,
         shell_name: &str,
@@ -87,6 +137,7 @@ impl ShellExecutor {
         assignment_id: &str,
         index: u32,
         report: &Reporter,
+        timeout: Option<Duration>,
     ) -> AttemptOutcome {
         let command = match shell::command_line(shell_name, self.program.as_deref(), &step.command)
         {
@@ -97,7 +148,7 @@ impl ShellExecutor {
             tracing::debug!(step = %step.id, stderr, "{line}");
             report.step_output(assignment_id, index, line, stderr);
         };
-        process::run_attempt(&command, step_timeout(step), &on_line).await
+        process::run_attempt(&command, timeout, &on_line).await
     }
 }
 
@@ -192,6 +243,7 @@ mod tests {
             command: command.into(),
             timeout_ms: 10_000,
             retries: 0,
+            gate_interval_ms: 0,
         }
     }
 
@@ -314,6 +366,48 @@ mod tests {
         assert_eq!(starts(&bodies), [(0, 1), (0, 2)]);
         assert_eq!(step_finishes(&bodies), [(0, 1, 1, false), (0, 2, 0, false)]);
         assert_eq!(lines(&bodies, false), ["first", "second"]);
+    }
+
+    #[tokio::test]
+    async fn a_gate_is_tried_until_it_passes() {
+        let dir = TempDir::new();
+        let count = dir.path().join("tries");
+        // Passes on the third try.
+        let command = format!(
+            "n=$(cat '{c}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '{c}'; [ $n -ge 3 ]",
+            c = count.display()
+        );
+        let mut gate = step("healthy", &command);
+        gate.gate_interval_ms = 20;
+        let (succeeded, bodies) = run(shell(), &assignment("sh", vec![gate])).await;
+        assert!(succeeded, "{bodies:?}");
+        assert_eq!(starts(&bodies), [(0, 1), (0, 2), (0, 3)]);
+        assert_eq!(
+            step_finishes(&bodies),
+            [(0, 1, 1, false), (0, 2, 1, false), (0, 3, 0, false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gate_that_never_passes_fails_at_its_timeout() {
+        let mut gate = step("healthy", "exit 1");
+        gate.gate_interval_ms = 50;
+        gate.timeout_ms = 200;
+        let (succeeded, bodies) = run(shell(), &assignment("sh", vec![gate])).await;
+        assert!(!succeeded);
+        let (_, detail) = finished(&bodies);
+        assert!(
+            detail.starts_with("gate healthy did not pass within 200ms ("),
+            "{detail}"
+        );
+        assert!(
+            detail.ends_with("the last: step healthy exited 1)"),
+            "{detail}"
+        );
+        assert!(
+            starts(&bodies).len() >= 2,
+            "tried more than once: {bodies:?}"
+        );
     }
 
     #[tokio::test]

@@ -156,6 +156,7 @@ mod tests {
                 command: "true".into(),
                 timeout_ms: 0,
                 retries: 0,
+                gate_interval_ms: 0,
             }],
             expected_duration_ms: 60_000,
             epoch: 0,

@@ -204,6 +204,7 @@ fn sh_step(id: &str, command: &str) -> Step {
         command: command.into(),
         timeout_ms: 30_000,
         retries: 0,
+        gate_interval_ms: 0,
     }
 }
 

@@ -8,6 +8,9 @@ use crate::time::parse_positive_duration;
 use std::collections::{BTreeMap, HashSet};
 use toml::Spanned;
 
+/// How often a gate is tried when the runbook does not say.
+const DEFAULT_GATE_INTERVAL: u64 = 10_000;
+
 pub fn load_runbook(file: &str, text: &str) -> Result<Runbook, InputError> {
     let src = Source::new(file, text);
     let raw: RawRunbookFile = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
@@ -146,6 +149,45 @@ fn load_step(
             None => *r.get_ref() as u32,
         },
     };
+    let gate_interval = match raw.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+        None | Some((_, "command")) => {
+            if let Some(interval) = &raw.interval {
+                return Err(src
+                    .error(Some(interval.span().start), "step.interval")
+                    .owner(&owner)
+                    .value(interval.get_ref())
+                    .message("only a step with kind = \"gate\" has an interval"));
+            }
+            None
+        }
+        Some((_, "gate")) => {
+            if let Some(r) = &raw.retries {
+                return Err(src
+                    .error(Some(r.span().start), "step.retries")
+                    .owner(&owner)
+                    .value(r.get_ref())
+                    .message(
+                        "a gate is tried every `interval` until its timeout; it has no retries",
+                    ));
+            }
+            Some(match &raw.interval {
+                None => DEFAULT_GATE_INTERVAL,
+                Some(interval) => parse_positive_duration(interval.get_ref()).map_err(|why| {
+                    src.error(Some(interval.span().start), "step.interval")
+                        .owner(&owner)
+                        .value(interval.get_ref())
+                        .message(why)
+                })?,
+            })
+        }
+        Some((kind, other)) => {
+            return Err(src
+                .error(Some(kind.span().start), "step.kind")
+                .owner(&owner)
+                .value(other)
+                .message("unknown kind; expected \"command\" or \"gate\""));
+        }
+    };
 
     let template = |run: &Spanned<String>, field: &str| -> Result<Template, InputError> {
         let template = Template::parse(run.get_ref()).map_err(|why| {
@@ -219,6 +261,7 @@ fn load_step(
         id: id.clone(),
         timeout,
         retries,
+        gate_interval,
         variants,
     })
 }

@@ -57,6 +57,9 @@ pub struct Step {
     pub id: String,
     pub timeout: Millis,
     pub retries: u32,
+    /// A health gate: the command is tried every `interval` until it succeeds, within
+    /// `timeout`. The server leaves maintenance only after its gates pass.
+    pub gate_interval: Option<Millis>,
     /// Tried in order; the first whose condition matches runs. None matching: the step is
     /// left out for that server.
     pub variants: Vec<Variant>,

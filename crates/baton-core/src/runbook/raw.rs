@@ -38,6 +38,10 @@ pub struct RawStep {
     pub id: Spanned<String>,
     pub timeout: Spanned<String>,
     pub retries: Option<Spanned<i64>>,
+    /// `"command"` (default) or `"gate"`.
+    pub kind: Option<Spanned<String>>,
+    /// For a gate: the wait between tries.
+    pub interval: Option<Spanned<String>>,
     /// Spanned so that `when` misplaced on a step with variants can be pointed at.
     pub when: Option<Spanned<RawCondition>>,
     pub run: Option<Spanned<String>>,

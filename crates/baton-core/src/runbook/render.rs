@@ -23,6 +23,8 @@ pub struct RenderedStep {
     pub command: String,
     pub timeout: Millis,
     pub retries: u32,
+    /// `Some(interval)` for a health gate (see [`super::Step::gate_interval`]).
+    pub gate_interval: Option<Millis>,
 }
 
 /// A template needed a value this server's fleet entry does not have.
@@ -166,6 +168,7 @@ impl Runbook {
                     command,
                     timeout: step.timeout,
                     retries: step.retries,
+                    gate_interval: step.gate_interval,
                 })
             })
             .collect()
