@@ -722,6 +722,10 @@ fn pause_resume_and_abort(backend: Backend) {
 
 const INSTALL: &str = r"$p = Start-Process -FilePath 'D:\CU\2024-09\SkypeServerUpdateInstaller.exe' -ArgumentList '/silentmode' -Wait -PassThru; exit $p.ExitCode";
 
+const GATE_SERVICES: &str = r#"$down = @(Get-CsWindowsService | Where-Object { $_.Status -ne 'Running' }); if ($down.Count -gt 0) { $down | ForEach-Object { Write-Output "$($_.Name) is $($_.Status)" }; exit 1 }"#;
+const GATE_DATABASES_SQL01: &str = "$r = @(Test-CsDatabase -ConfiguredDatabases -SqlServerFqdn sql01.sfb.e2e.test); if ($r.Count -eq 0 -or @($r | Where-Object { -not $_.Succeed }).Count -gt 0) { exit 1 }";
+const GATE_DATABASES_SQL02: &str = "$r = @(Test-CsDatabase -ConfiguredDatabases -SqlServerFqdn sql02.sfb.e2e.test); if ($r.Count -eq 0 -or @($r | Where-Object { -not $_.Succeed }).Count -gt 0) { exit 1 }";
+
 /// What each server must have been given, in order (the lists of
 /// crates/baton-core/tests/sfb_runbook_golden.rs, with this fleet's SQL servers).
 fn expected_sfb_commands() -> BTreeMap<&'static str, Vec<&'static str>> {
@@ -735,6 +739,7 @@ fn expected_sfb_commands() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "Stop-CsWindowsService",
                 "net start w3svc",
                 "Install-CsDatabase -Update -ConfiguredDatabases -SqlServerFqdn sql01.sfb.e2e.test",
+                GATE_DATABASES_SQL01,
             ],
         ),
         (
@@ -746,6 +751,7 @@ fn expected_sfb_commands() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "Stop-CsWindowsService",
                 "net start w3svc",
                 "Install-CsDatabase -Update -ConfiguredDatabases -SqlServerFqdn sql02.sfb.e2e.test -ExcludeCollocatedStores",
+                GATE_DATABASES_SQL02,
             ],
         ),
         (
@@ -758,6 +764,7 @@ fn expected_sfb_commands() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "net start w3svc",
                 "Install-CsDatabase -Update -LocalDatabases",
                 "Start-CsWindowsService",
+                GATE_SERVICES,
             ],
         ),
         (
@@ -769,6 +776,7 @@ fn expected_sfb_commands() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "Stop-CsWindowsService",
                 "net start w3svc",
                 "Start-CsWindowsService",
+                GATE_SERVICES,
             ],
         ),
         (
@@ -778,6 +786,7 @@ fn expected_sfb_commands() -> BTreeMap<&'static str, Vec<&'static str>> {
                 INSTALL,
                 "Stop-CsWindowsService",
                 "Start-CsWindowsService",
+                GATE_SERVICES,
             ],
         ),
     ])

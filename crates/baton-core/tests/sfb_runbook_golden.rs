@@ -50,6 +50,14 @@ edition = "enterprise"
   role = "edge"
 "#;
 
+const GATE_SERVICES: &str = r#"$down = @(Get-CsWindowsService | Where-Object { $_.Status -ne 'Running' }); if ($down.Count -gt 0) { $down | ForEach-Object { Write-Output "$($_.Name) is $($_.Status)" }; exit 1 }"#;
+
+fn gate_databases(sql: &str) -> String {
+    format!(
+        "$r = @(Test-CsDatabase -ConfiguredDatabases -SqlServerFqdn {sql}); if ($r.Count -eq 0 -or @($r | Where-Object {{ -not $_.Succeed }}).Count -gt 0) {{ exit 1 }}"
+    )
+}
+
 const INSTALL: &str = r"$p = Start-Process -FilePath 'C:\Updates\SkypeServerUpdateInstaller.exe' -ArgumentList '/silentmode' -Wait -PassThru; exit $p.ExitCode";
 
 fn rendered(server: &str, params: &[(String, String)]) -> Vec<(String, String)> {
@@ -89,6 +97,7 @@ fn enterprise_back_end() {
                 "update-databases",
                 "Install-CsDatabase -Update -ConfiguredDatabases -SqlServerFqdn sql01.contoso.com"
             ),
+            ("gate-databases", &gate_databases("sql01.contoso.com")),
         ])
     );
 }
@@ -107,6 +116,7 @@ fn enterprise_back_end_with_collocated_databases() {
                 "update-databases",
                 "Install-CsDatabase -Update -ConfiguredDatabases -SqlServerFqdn sql02.contoso.com -ExcludeCollocatedStores",
             ),
+            ("gate-databases", &gate_databases("sql02.contoso.com")),
         ])
     );
 }
@@ -126,6 +136,7 @@ fn standard_edition_server() {
                 "Install-CsDatabase -Update -LocalDatabases"
             ),
             ("start-cs-services", "Start-CsWindowsService"),
+            ("gate-services", GATE_SERVICES),
         ])
     );
 }
@@ -141,6 +152,7 @@ fn front_end_gets_the_generic_variant() {
             ("stop-cs-services-gac", "Stop-CsWindowsService"),
             ("start-w3svc", "net start w3svc"),
             ("start-cs-services", "Start-CsWindowsService"),
+            ("gate-services", GATE_SERVICES),
         ])
     );
 }
@@ -154,6 +166,7 @@ fn edge_server_skips_iis_and_databases() {
             ("install-update", INSTALL),
             ("stop-cs-services-gac", "Stop-CsWindowsService"),
             ("start-cs-services", "Start-CsWindowsService"),
+            ("gate-services", GATE_SERVICES),
         ])
     );
 }
