@@ -30,6 +30,25 @@ fn to_proto(row: &EventRow) -> v1::Event {
     }
 }
 
+impl OperatorGrpc {
+    /// Pause, resume, abort (`force` only counts there) or approve a rollout.
+    async fn control(
+        &self,
+        request: Request<v1::RolloutRef>,
+        event: Event,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        let request = request.into_inner();
+        let force = event == Event::Abort && request.force;
+        let status = self
+            .engine
+            .lock()
+            .await
+            .control(&request.rollout_id, event, force)
+            .await?;
+        Ok(Response::new(status))
+    }
+}
+
 #[tonic::async_trait]
 impl v1::operator_service_server::OperatorService for OperatorGrpc {
     async fn apply(
@@ -58,56 +77,28 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
         &self,
         request: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let id = request.into_inner().rollout_id;
-        Ok(Response::new(
-            self.engine
-                .lock()
-                .await
-                .control(&id, Event::Pause, false)
-                .await?,
-        ))
+        self.control(request, Event::Pause).await
     }
 
     async fn resume(
         &self,
         request: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let id = request.into_inner().rollout_id;
-        Ok(Response::new(
-            self.engine
-                .lock()
-                .await
-                .control(&id, Event::Resume, false)
-                .await?,
-        ))
+        self.control(request, Event::Resume).await
     }
 
     async fn abort(
         &self,
         request: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let request = request.into_inner();
-        Ok(Response::new(
-            self.engine
-                .lock()
-                .await
-                .control(&request.rollout_id, Event::Abort, request.force)
-                .await?,
-        ))
+        self.control(request, Event::Abort).await
     }
 
     async fn approve(
         &self,
         request: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let id = request.into_inner().rollout_id;
-        Ok(Response::new(
-            self.engine
-                .lock()
-                .await
-                .control(&id, Event::Approve, false)
-                .await?,
-        ))
+        self.control(request, Event::Approve).await
     }
 
     async fn list_servers(
