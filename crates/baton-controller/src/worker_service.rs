@@ -12,6 +12,9 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+/// How long a new stream may take to send its `Hello`.
+const HELLO_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct WorkerGrpc {
     pub engine: Arc<Mutex<Engine>>,
 }
@@ -27,7 +30,13 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
         request: Request<Streaming<v1::WorkerMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut inbound = request.into_inner();
-        let hello = match inbound.message().await? {
+        // A stream that never says hello must not hold a handler for ever.
+        let first = tokio::time::timeout(HELLO_WITHIN, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!("no hello within {}s", HELLO_WITHIN.as_secs()))
+            })?;
+        let hello = match first? {
             Some(v1::WorkerMessage {
                 body: Some(Body::Hello(hello)),
             }) => hello,

@@ -1266,3 +1266,22 @@ async fn a_forced_abort_cancels_the_running_steps_and_names_their_servers() {
     assert_eq!(server(&status, &fqdns[0]).state, "failed");
     assert_eq!(server(&status, &fqdns[1]).state, "not_started");
 }
+
+#[tokio::test]
+async fn a_stream_that_never_says_hello_is_ended() {
+    let controller = Controller::start().await;
+    // Paused once the store is open (its pool's timeouts must not jump ahead): the
+    // controller's 10 s wait for hello then passes as soon as everything idles.
+    tokio::time::pause();
+    let (_tx, rx) = mpsc::channel::<v1::WorkerMessage>(1);
+    let mut client = WorkerServiceClient::new(controller.channel.clone());
+    let status = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .expect_err("no hello, no session");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("no hello within 10s"),
+        "{status:?}"
+    );
+}
