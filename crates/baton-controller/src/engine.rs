@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+#[path = "recover.rs"]
+mod recover;
+
 /// How often workers send heartbeats.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Heartbeats are persisted at most this often per worker (the rest only refresh memory).
@@ -86,17 +89,14 @@ impl Engine {
     // ---- operator side -------------------------------------------------------------------
 
     pub async fn apply(&mut self, request: v1::ApplyRequest) -> Result<i64, Status> {
-        let invalid = |e: &dyn std::fmt::Display| Status::invalid_argument(e.to_string());
-        let fleet =
-            Fleet::from_toml(&request.fleet_name, &request.fleet_toml).map_err(|e| invalid(&e))?;
-        let runbook = Runbook::from_toml(&request.runbook_name, &request.runbook_toml)
-            .map_err(|e| invalid(&e))?;
         let overrides: Vec<(String, String)> = request.params.clone().into_iter().collect();
-        let params = runbook
-            .resolve_params(&overrides, "params")
-            .map_err(|e| invalid(&e))?;
-        let workload =
-            build_workload(&fleet, Some((&runbook, &params))).map_err(|e| invalid(&e))?;
+        let (fleet, runbook, workload) = prepare(
+            &request.fleet_name,
+            &request.fleet_toml,
+            &request.runbook_name,
+            &request.runbook_toml,
+            &overrides,
+        )?;
         for server in &fleet.servers {
             if let Some((other, _)) = self.active_rollout_of(&server.fqdn) {
                 return Err(Status::failed_precondition(format!(
@@ -420,7 +420,8 @@ impl Engine {
     }
 
     async fn start(&mut self, id: i64, server: ServerId, expected_end: u64) -> Result<(), Status> {
-        let assignment_id = format!("{id}-{}", self.next_assignment);
+        // The epoch keeps ids unique across controller restarts.
+        let assignment_id = format!("{id}-{}-{}", self.epoch, self.next_assignment);
         self.next_assignment += 1;
         let run = self.rollouts.get_mut(&id).expect("known rollout");
         let (fqdn, pool) = (
@@ -844,6 +845,24 @@ impl Engine {
             }
         }
     }
+}
+
+/// Validates a fleet and runbook and renders the workload, exactly as `baton plan` does.
+fn prepare(
+    fleet_name: &str,
+    fleet_toml: &str,
+    runbook_name: &str,
+    runbook_toml: &str,
+    params: &[(String, String)],
+) -> Result<(Fleet, Runbook, baton_core::workload::Workload), Status> {
+    let invalid = |e: &dyn std::fmt::Display| Status::invalid_argument(e.to_string());
+    let fleet = Fleet::from_toml(fleet_name, fleet_toml).map_err(|e| invalid(&e))?;
+    let runbook = Runbook::from_toml(runbook_name, runbook_toml).map_err(|e| invalid(&e))?;
+    let params = runbook
+        .resolve_params(params, "params")
+        .map_err(|e| invalid(&e))?;
+    let workload = build_workload(&fleet, Some((&runbook, &params))).map_err(|e| invalid(&e))?;
+    Ok((fleet, runbook, workload))
 }
 
 /// Sends to a worker; false if its stream is gone.

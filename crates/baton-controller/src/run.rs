@@ -113,6 +113,14 @@ impl RolloutRun {
         })
     }
 
+    /// Sets the clock as if the rollout had started `elapsed` ms ago (a restarted controller
+    /// taking a rollout over).
+    pub fn set_elapsed(&mut self, elapsed: Millis) {
+        self.started = Instant::now()
+            .checked_sub(std::time::Duration::from_millis(elapsed))
+            .unwrap_or_else(Instant::now);
+    }
+
     pub fn mark_ended(&mut self, state: RunState) {
         self.ended_at_ms = Some(self.now());
         self.state = state;

@@ -70,6 +70,12 @@ pub async fn start(store: Store, listen: SocketAddr) -> Result<ControllerHandle,
     let epoch = store.next_epoch().await?;
     tracing::info!(epoch, "controller epoch");
     let engine = Arc::new(Mutex::new(Engine::new(EventLog::new(store), epoch as u64)));
+    // Rollouts a previous controller left unfinished are taken over before anyone connects.
+    match engine.lock().await.recover().await {
+        Ok(resumed) if !resumed.is_empty() => tracing::info!(?resumed, "rollouts taken over"),
+        Ok(_) => {}
+        Err(status) => tracing::error!(%status, "taking over unfinished rollouts"),
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

@@ -1285,3 +1285,62 @@ async fn a_stream_that_never_says_hello_is_ended() {
         "{status:?}"
     );
 }
+
+// ---- Restart --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_restarted_controller_takes_the_rollout_over_from_its_log() {
+    let dir = std::env::temp_dir().join(format!("baton-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}", dir.join("baton.db").display());
+    let (toml, fqdns) = fleet("restart", 3);
+
+    // The first controller runs se01 to its end and hands se02 out, then dies.
+    let first = Controller::start_on(&url).await;
+    let (mut w1, _) = first.worker(&fqdns[0]).await;
+    let (mut w2, _) = first.worker(&fqdns[1]).await;
+    let id = first.apply("restart.toml", &toml).await.expect("apply");
+    let mut follower = first.follow(&id).await;
+    let a1 = w1.assignment().await;
+    w1.complete(&a1, true).await;
+    let a2 = w2.assignment().await;
+    w2.send(step_started(&a2.assignment_id, 0)).await;
+    follower.until("step_started", Some(&fqdns[1])).await;
+    drop((w1, w2, follower));
+    first.handle.shutdown().await.expect("shutdown");
+
+    // The second one rebuilds the rollout: se01 done, se02 still running, se03 pending.
+    let second = Controller::start_on(&url).await;
+    let status = second.status(&id).await;
+    assert_eq!(status.state, "running");
+    let states: Vec<&str> = fqdns
+        .iter()
+        .map(|f| server(&status, f).state.as_str())
+        .collect();
+    assert_eq!(states, ["succeeded", "running", "pending"]);
+    // se02's worker comes back naming its assignment, which goes on and ends.
+    let mut w2 = second
+        .open(hello_after(&fqdns[1], &a2.assignment_id))
+        .await
+        .expect("session");
+    w2.welcome().await;
+    let mut follower = second.follow(&id).await;
+    w2.complete(&a2, true).await;
+    let (mut w3, _) = second.worker(&fqdns[2]).await;
+    let a3 = w3.assignment().await;
+    w3.complete(&a3, true).await;
+    follower.until("rollout_finished", None).await;
+    assert_eq!(second.status(&id).await.state, "finished");
+
+    // One log across both controllers: contiguous, and each server started exactly once.
+    let events = second.events(&id).await;
+    assert_contiguous(&events);
+    for fqdn in &fqdns {
+        let starts = events
+            .iter()
+            .filter(|e| e.kind == "server_started" && &e.server == fqdn)
+            .count();
+        assert_eq!(starts, 1, "{fqdn}: {events:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -82,6 +82,16 @@ impl Watchdog {
         self.watching[server] = None;
     }
 
+    /// Notes that `level` was already reported for this outage (a restarted controller
+    /// replaying its log must not report it again).
+    pub fn already_reported(&mut self, server: ServerId, level: BudgetLevel) {
+        if let Some((_, reported)) = self.watching[server].as_mut()
+            && reported.is_none_or(|done| level > done)
+        {
+            *reported = Some(level);
+        }
+    }
+
     /// Levels crossed since the last check, each reported once per outage.
     pub fn check(&mut self, now: Millis) -> Vec<BudgetAlert> {
         let mut alerts = Vec::new();

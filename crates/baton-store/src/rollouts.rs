@@ -51,6 +51,20 @@ impl Store {
         .map_err(StoreError::query(format!("reading rollout {id}")))
     }
 
+    /// Rollouts not in a final state (`finished`, `aborted`), oldest first: what a starting
+    /// controller takes over.
+    pub async fn unfinished_rollouts(&self) -> Result<Vec<RolloutRow>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM rollouts WHERE state NOT IN ('finished', 'aborted') ORDER BY id"
+        );
+        with_pool!(self, |p| {
+            sqlx::query_as::<_, RolloutRow>(SQL).fetch_all(p).await
+        })
+        .map_err(StoreError::query("reading the unfinished rollouts"))
+    }
+
     /// The rollout with the highest id, if any.
     pub async fn latest_rollout(&self) -> Result<Option<RolloutRow>, StoreError> {
         const SQL: &str = concat!(

@@ -214,6 +214,7 @@ pub async fn rollout_state_updates(store: Store) {
             ..rollout
         }
     );
+    let other_id = other.id;
     assert_eq!(store.rollout(other.id).await.unwrap(), Some(other));
 
     let missing = store.set_rollout_state(99, "done").await.unwrap_err();
@@ -222,6 +223,20 @@ pub async fn rollout_state_updates(store: Store) {
         "{missing:?}"
     );
     assert_eq!(missing.to_string(), "rollout 99 does not exist");
+
+    // What a starting controller takes over: everything not finished or aborted.
+    let done = store.create_rollout(&new_rollout("gamma")).await.unwrap();
+    store.set_rollout_state(done.id, "finished").await.unwrap();
+    let gone = store.create_rollout(&new_rollout("delta")).await.unwrap();
+    store.set_rollout_state(gone.id, "aborted").await.unwrap();
+    let unfinished: Vec<i64> = store
+        .unfinished_rollouts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(unfinished, [rollout.id, other_id]);
 }
 
 pub async fn event_seqs_are_contiguous_per_rollout(store: Store) {
