@@ -628,6 +628,7 @@ impl Engine {
             .map_err(store_error)?;
         let run = self.rollouts.get_mut(&id).expect("known rollout");
         run.assignments.remove(assignment_id);
+        run.finished_assignments.insert(assignment_id.to_string());
         run.current_step.remove(&server);
         self.drive(id, &[Event::Failed(server)]).await
     }
@@ -818,6 +819,15 @@ impl Engine {
                 Ok(())
             }
             Body::AssignmentFinished(m) => {
+                // A result repeated after a reconnect (the worker cannot know we got it).
+                if self
+                    .rollouts
+                    .values()
+                    .any(|run| run.finished_assignments.contains(&m.assignment_id))
+                {
+                    tracing::debug!(%fqdn, assignment = %m.assignment_id, "repeated result ignored");
+                    return Ok(());
+                }
                 let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
                 let (name, pool) = self.names(id, server);
                 let detail = if m.succeeded {
@@ -831,6 +841,7 @@ impl Engine {
                     .map_err(store_error)?;
                 let run = self.rollouts.get_mut(&id).expect("known");
                 run.assignments.remove(&m.assignment_id);
+                run.finished_assignments.insert(m.assignment_id.clone());
                 run.current_step.remove(&server);
                 // A failed back end stays down: its outage goes on being timed.
                 if m.succeeded {

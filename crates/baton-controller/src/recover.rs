@@ -168,6 +168,13 @@ impl Engine {
                 }
                 kind::SERVER_FINISHED => {
                     let server = server_of(&run, e)?;
+                    let done: Vec<String> = run
+                        .assignments
+                        .iter()
+                        .filter(|(_, s)| **s == server)
+                        .map(|(a, _)| a.clone())
+                        .collect();
+                    run.finished_assignments.extend(done);
                     run.assignments.retain(|_, s| *s != server);
                     run.current_step.remove(&server);
                     let succeeded = e.detail == "succeeded";

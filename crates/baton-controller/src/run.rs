@@ -10,7 +10,7 @@ use baton_core::time::{Millis, seconds};
 use baton_core::watchdog::Watchdog;
 use baton_core::workload::Workload;
 use baton_proto::v1;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub struct RolloutRun {
     ended_at_ms: Option<Millis>,
     /// Assignment id -> server, for assignments not yet finished.
     pub assignments: HashMap<String, ServerId>,
+    /// Assignments already finished: a worker repeating its last result is ignored.
+    pub finished_assignments: HashSet<String>,
     /// Assigned servers whose worker was not connected: delivered when it connects.
     pub undelivered: BTreeSet<ServerId>,
     /// Running server -> the step it is on.
@@ -97,6 +99,7 @@ impl RolloutRun {
             started: Instant::now(),
             ended_at_ms: None,
             assignments: HashMap::new(),
+            finished_assignments: HashSet::new(),
             undelivered: BTreeSet::new(),
             current_step: HashMap::new(),
             settled: vec![false; servers],

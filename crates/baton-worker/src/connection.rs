@@ -6,6 +6,7 @@ use std::error::Error;
 use std::future::Future;
 use std::time::Duration;
 
+use baton_proto::v1::worker_message::Body;
 use baton_proto::v1::worker_service_client::WorkerServiceClient;
 use baton_proto::v1::{ControllerMessage, WorkerMessage, controller_message};
 use tokio::sync::mpsc;
@@ -104,6 +105,7 @@ pub async fn run(
         outbox,
         pending: None,
         highest_epoch: 0,
+        last_finished: None,
     };
     tokio::select! {
         never = worker.run_forever() => match never {},
@@ -127,6 +129,9 @@ struct Connection {
     pending: Option<WorkerMessage>,
     /// The highest controller epoch seen (fencing): assignments from a lower one are refused.
     highest_epoch: u64,
+    /// The last `AssignmentFinished` handed to a stream, sent again on every new stream: a
+    /// stream (or controller) that broke may have lost it, and the controller ignores repeats.
+    last_finished: Option<WorkerMessage>,
 }
 
 /// Why a stream ended.
@@ -194,6 +199,9 @@ impl Connection {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         // Queued before the stream starts, so Hello is always its first message.
         let _ = tx.try_send(report::hello(&self.fqdn, self.runner.last()));
+        if let Some(finished) = &self.last_finished {
+            let _ = tx.try_send(finished.clone());
+        }
         let mut inbound = match client.session(ReceiverStream::new(rx)).await {
             Ok(response) => response.into_inner(),
             Err(status) => return SessionEnd::Refused(status),
@@ -219,6 +227,9 @@ impl Connection {
                 permit = tx.reserve(), if self.pending.is_some() => match permit {
                     Ok(permit) => {
                         if let Some(message) = self.pending.take() {
+                            if matches!(message.body, Some(Body::AssignmentFinished(_))) {
+                                self.last_finished = Some(message.clone());
+                            }
                             permit.send(message);
                         }
                     }

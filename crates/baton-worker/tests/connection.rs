@@ -372,10 +372,14 @@ async fn a_busy_worker_refuses_and_its_assignment_outlives_the_stream() {
     }
 
     // The stream ends while a1 runs; the next Hello names a1, which finishes and reports on
-    // the next stream.
+    // the next stream. The last result handed to a stream (a2's refusal) is repeated first,
+    // in case the broken stream lost it.
     drop(conn);
     let mut conn = h.next_conn().await;
     conn.expect_hello_after("web02", "a1").await;
+    assert!(
+        matches!(conn.next().await, Body::AssignmentFinished(f) if f.assignment_id == "a2" && !f.succeeded)
+    );
     conn.welcome(true, 1000);
     std::fs::write(&go, "").unwrap();
     assert!(
