@@ -46,6 +46,7 @@ on_both_stores!(
     sfb_runbook_on_real_workers,
     bad_input_over_the_wire,
     a_failing_server_stops_the_rollout,
+    controller_crashes_break_no_rule,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1252,4 +1253,123 @@ fn a_worker_restarted_mid_assignment_does_not_stall_the_rollout() {
         .expect("the restarted server")
         .clone();
     assert_eq!(lost["state"], "failed", "{lost:#}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults: the controller SIGKILLed at seeded moments, a worker killed mid-update
+
+/// The fault-injection run: the 12-server rollout with real `sh` steps while the controller is
+/// SIGKILLed and restarted 5 times at moments drawn from a seed (printed; `BATON_FAULT_SEED`
+/// replays it), and the worker of a server in maintenance is killed and restarted once. The
+/// rollout still ends; no server starts twice; every server is accounted for exactly once
+/// (finished, skipped or not started); R1–R5 hold over the whole log; `seq` stays contiguous.
+fn controller_crashes_break_no_rule(backend: Backend) {
+    let seed: u64 = std::env::var("BATON_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64 | 1)
+        });
+    eprintln!("baton-e2e: fault seed {seed}; BATON_FAULT_SEED={seed} replays these crash moments");
+    let Some(mut cluster) = Cluster::start("faults", backend) else {
+        return;
+    };
+    let fleet = fleet(MAIN_FLEET);
+    let fleet_file = cluster.write("fleet.toml", MAIN_FLEET);
+    let runbook_file = cluster.write("runbook.toml", SLEEP_RUNBOOK);
+    let mut workers: BTreeMap<String, usize> = BTreeMap::new();
+    for fqdn in fqdns(&fleet) {
+        workers.insert(
+            fqdn.to_string(),
+            cluster.start_worker(fqdn, &["--executor", "shell"], &[]),
+        );
+    }
+    cluster.wait_connected(fqdns(&fleet));
+    let id = cluster.apply(&fleet_file, &runbook_file, &[]);
+
+    // Crash moments: after this many events (a whole rollout logs 40 to 100: early enough that
+    // all five usually land before the end).
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut moments: Vec<usize> = (0..5).map(|_| 2 + (next() % 36) as usize).collect();
+    moments.sort_unstable();
+    let over = |events: &[Event]| events.iter().any(|e| e.kind == "rollout_finished");
+    let mut crashes = 0;
+    for (round, at) in moments.iter().enumerate() {
+        let events = cluster.wait_events(&id, "progress before the next crash", |e| {
+            e.len() >= *at || over(e)
+        });
+        if over(&events) {
+            break;
+        }
+        if round == 2 {
+            // A server in maintenance loses its worker process, which comes back empty-handed.
+            let running = events
+                .iter()
+                .filter(|e| e.kind == "server_started")
+                .map(|e| e.server.clone())
+                .find(|s| {
+                    !events
+                        .iter()
+                        .any(|e| e.server == *s && e.kind == "server_finished")
+                });
+            if let Some(server) = running {
+                cluster.kill_worker(workers[&server]);
+                let index = cluster.start_worker(&server, &["--executor", "shell"], &[]);
+                workers.insert(server, index);
+            }
+        }
+        cluster.crash_and_restart_controller(round);
+        crashes += 1;
+    }
+
+    let state = wait_until(
+        "the rollout to end after the crashes",
+        Duration::from_secs(120),
+        || {
+            let state = cluster.status(&id)["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (state == "finished" || state == "aborted").then_some(state)
+        },
+    );
+    assert_eq!(state, "finished", "seed {seed}");
+    let events = cluster.events(&id);
+    eprintln!(
+        "baton-e2e: {crashes} controller crashes, {} events, {} servers failed (seed {seed})",
+        events.len(),
+        events
+            .iter()
+            .filter(|e| e.kind == "server_finished" && e.detail != "succeeded")
+            .count()
+    );
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event.seq, i as u64 + 1, "seq contiguous (seed {seed})");
+    }
+    for fqdn in fqdns(&fleet) {
+        let ends = events
+            .iter()
+            .filter(|e| e.server == fqdn)
+            .filter(|e| {
+                matches!(
+                    e.kind.as_str(),
+                    "server_finished" | "server_skipped" | "server_not_started"
+                )
+            })
+            .count();
+        assert_eq!(ends, 1, "{fqdn} accounted for exactly once (seed {seed})");
+    }
+    // Panics if a server started (or finished) twice.
+    let records = records_from_events(&fleet, &events);
+    if let Err(violation) = audit_schedule(&fleet, &records) {
+        panic!("seed {seed}: {violation}");
+    }
 }

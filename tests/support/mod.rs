@@ -594,6 +594,36 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// SIGKILLs the controller (a crash: nothing is flushed or closed) and starts a new one on
+    /// the same address and database; returns once it answers.
+    pub fn crash_and_restart_controller(&mut self, round: usize) {
+        self.controller.kill();
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let bins = bins();
+        let name = format!("controller-restart-{round}");
+        self.controller = Proc::spawn(
+            &name,
+            Command::new(&bins.controller)
+                .args(["--listen", &listen, "--db", &self.db_url])
+                .current_dir(self.dir.path()),
+            self.dir.path(),
+        );
+        let controller = &mut self.controller;
+        wait_until("the restarted controller to listen", TIMEOUT, || {
+            if let Some(status) = controller.exited() {
+                panic!(
+                    "the restarted controller exited ({status}):\n{}",
+                    controller.stderr()
+                );
+            }
+            controller
+                .stderr()
+                .contains("baton-controller listening")
+                .then_some(())
+        });
+        self.baton_ok(&["servers"]);
+    }
+
     /// Writes a file into the test's folder and returns its path.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir().join(name);
