@@ -124,6 +124,23 @@ impl OperatorService for Fake {
         self.control("approve", request.into_inner().rollout_id, "running")
     }
 
+    async fn resolve(
+        &self,
+        request: Request<baton_proto::v1::ResolveRequest>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        let request = request.into_inner();
+        let rpc = match request.action.as_str() {
+            "retry" => "resolve --retry",
+            "mark_succeeded" => "resolve --mark-succeeded",
+            _ => "resolve --mark-failed",
+        };
+        self.control(
+            rpc,
+            format!("{} {}", request.rollout_id, request.server),
+            "running",
+        )
+    }
+
     async fn list_servers(
         &self,
         _request: Request<ListServersRequest>,
@@ -580,6 +597,27 @@ fn pause_resume_abort_approve_call_their_rpc_and_print_the_state() {
     );
     let out = controller.baton(&["abort", "nope"]);
     assert_error(&out, "no rollout nope");
+
+    let out = controller.baton(&["resolve", "be01.contoso.com", "--rollout", "r-1", "--retry"]);
+    assert_ok(&out);
+    let out = controller.baton(&["resolve", "be01.contoso.com", "--mark-failed"]);
+    assert_ok(&out);
+    let calls = controller.recorded().calls.clone();
+    assert_eq!(
+        calls[calls.len() - 2..],
+        [
+            ("resolve --retry", "r-1 be01.contoso.com".to_string()),
+            ("resolve --mark-failed", " be01.contoso.com".to_string()),
+        ]
+    );
+    // Exactly one way to resolve.
+    let out = controller.baton(&["resolve", "be01.contoso.com"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn workers() -> Vec<WorkerInfo> {

@@ -158,7 +158,7 @@ impl Engine {
         Ok(row.id)
     }
 
-    fn resolve(&self, rollout_id: &str) -> Result<i64, Status> {
+    fn resolve_rollout(&self, rollout_id: &str) -> Result<i64, Status> {
         if rollout_id.is_empty() {
             return self
                 .rollouts
@@ -180,7 +180,7 @@ impl Engine {
     }
 
     pub fn status(&self, rollout_id: &str) -> Result<v1::RolloutStatus, Status> {
-        let id = self.resolve(rollout_id)?;
+        let id = self.resolve_rollout(rollout_id)?;
         let connected = |fqdn: &str| self.workers.contains_key(&worker_key(fqdn));
         let lost_for = |fqdn: &str| {
             self.lost
@@ -197,7 +197,7 @@ impl Engine {
         event: Event,
         force: bool,
     ) -> Result<v1::RolloutStatus, Status> {
-        let id = self.resolve(rollout_id)?;
+        let id = self.resolve_rollout(rollout_id)?;
         let state = self.rollouts[&id].state;
         if state.is_over() {
             return Err(Status::failed_precondition(format!(
@@ -610,8 +610,10 @@ impl Engine {
         Ok(connection)
     }
 
-    /// Ends a server whose worker no longer knows its assignment as failed: its state is
-    /// unknown, so its pool stays held (quarantined) while the rest of the fleet goes on.
+    /// A server whose worker no longer knows its assignment (it restarted, or the assignment
+    /// was lost in flight) is in an unknown state: it stays in maintenance, its pool held, the
+    /// rest of the fleet going on, until an operator resolves it. Its steps are not run again
+    /// by themselves: that could repeat a half-done update.
     async fn assignment_lost(
         &mut self,
         id: i64,
@@ -620,17 +622,124 @@ impl Engine {
     ) -> Result<(), Status> {
         let (name, pool) = self.names(id, server);
         let detail = format!(
-            "failed: its worker reconnected without assignment {assignment_id} (restarted, or the assignment was lost in flight); the server's state is unknown"
+            "its worker reconnected without assignment {assignment_id} (restarted, or the assignment was lost in flight): its state is unknown and {pool} stays held; `baton resolve {name} --retry | --mark-succeeded | --mark-failed`"
         );
         self.log
-            .append(id, Some(&name), Some(&pool), kind::SERVER_FINISHED, detail)
+            .append(
+                id,
+                Some(&name),
+                Some(&pool),
+                kind::SERVER_NEEDS_ATTENTION,
+                detail.clone(),
+            )
             .await
             .map_err(store_error)?;
         let run = self.rollouts.get_mut(&id).expect("known rollout");
         run.assignments.remove(assignment_id);
         run.finished_assignments.insert(assignment_id.to_string());
         run.current_step.remove(&server);
-        self.drive(id, &[Event::Failed(server)]).await
+        run.attention
+            .insert(server, format!("needs attention: {detail}"));
+        Ok(())
+    }
+
+    /// Settles a server in `needs_attention`: run its runbook again, or record what an
+    /// operator found by hand.
+    pub async fn resolve(
+        &mut self,
+        request: v1::ResolveRequest,
+    ) -> Result<v1::RolloutStatus, Status> {
+        let id = self.resolve_rollout(&request.rollout_id)?;
+        let run = &self.rollouts[&id];
+        let server = run.server_by_fqdn(&request.server).ok_or_else(|| {
+            Status::not_found(format!("{} is not in rollout {id}", request.server))
+        })?;
+        if !run.attention.contains_key(&server) {
+            return Err(Status::failed_precondition(format!(
+                "{} does not need attention in rollout {id}",
+                request.server
+            )));
+        }
+        let (name, pool) = self.names(id, server);
+        let action = request.action.as_str();
+        if !matches!(action, "retry" | "mark_succeeded" | "mark_failed") {
+            return Err(Status::invalid_argument(format!(
+                "unknown action {action:?}: retry, mark_succeeded or mark_failed"
+            )));
+        }
+        self.log
+            .append(
+                id,
+                Some(&name),
+                Some(&pool),
+                kind::SERVER_RESOLVED,
+                format!("{action} (by an operator)"),
+            )
+            .await
+            .map_err(store_error)?;
+        self.rollouts
+            .get_mut(&id)
+            .expect("known")
+            .attention
+            .remove(&server);
+        match action {
+            "retry" => self.retry(id, server).await?,
+            "mark_succeeded" | "mark_failed" => {
+                let succeeded = action == "mark_succeeded";
+                let detail = if succeeded {
+                    "succeeded".to_string()
+                } else {
+                    "failed: marked failed by an operator".to_string()
+                };
+                self.log
+                    .append(id, Some(&name), Some(&pool), kind::SERVER_FINISHED, detail)
+                    .await
+                    .map_err(store_error)?;
+                let run = self.rollouts.get_mut(&id).expect("known");
+                if succeeded {
+                    run.watchdog.outage_ended(server);
+                }
+                let event = if succeeded {
+                    Event::Succeeded(server)
+                } else {
+                    Event::Failed(server)
+                };
+                self.drive(id, &[event]).await?;
+            }
+            _ => unreachable!("checked above"),
+        }
+        self.status(&id.to_string())
+    }
+
+    /// Sends a server's runbook again under a new assignment (it is still in maintenance).
+    async fn retry(&mut self, id: i64, server: ServerId) -> Result<(), Status> {
+        let assignment_id = format!("{id}-{}-{}", self.epoch, self.next_assignment);
+        self.next_assignment += 1;
+        let (name, pool) = self.names(id, server);
+        self.log
+            .append(
+                id,
+                Some(&name),
+                Some(&pool),
+                kind::SERVER_RETRIED,
+                format!("assignment {assignment_id}"),
+            )
+            .await
+            .map_err(store_error)?;
+        let run = self.rollouts.get_mut(&id).expect("known");
+        run.assignments.insert(assignment_id.clone(), server);
+        let message = run.assignment(&assignment_id, server, self.epoch);
+        match self.workers.get(&worker_key(&name)) {
+            Some(link) if send(&link.tx, v1::controller_message::Body::Assignment(message)) => {}
+            _ => {
+                self.rollouts
+                    .get_mut(&id)
+                    .expect("known")
+                    .undelivered
+                    .insert(server);
+            }
+        }
+        Ok(())
     }
 
     pub async fn gone(&mut self, fqdn: &str, connection: u64) {

@@ -24,6 +24,13 @@ pub mod kind {
     pub const BUDGET_WARNING: &str = "budget_warning";
     /// A back end used up its pool's outage budget: the pool's users may be in resiliency mode.
     pub const RESILIENCY_RISK: &str = "resiliency_risk";
+    /// A server's worker came back without its assignment: its state is unknown; it waits for
+    /// `baton resolve`, its pool held.
+    pub const SERVER_NEEDS_ATTENTION: &str = "server_needs_attention";
+    /// An operator settled a server in `needs_attention` (detail: the action).
+    pub const SERVER_RESOLVED: &str = "server_resolved";
+    /// `baton resolve --retry`: the server's runbook is sent again (detail: the new assignment).
+    pub const SERVER_RETRIED: &str = "server_retried";
     /// The worker of a server in maintenance disconnected or fell silent.
     pub const WORKER_LOST: &str = "worker_lost";
 }

@@ -94,6 +94,19 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
         self.control(request, Event::Abort).await
     }
 
+    async fn resolve(
+        &self,
+        request: Request<v1::ResolveRequest>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        let status = self
+            .engine
+            .lock()
+            .await
+            .resolve(request.into_inner())
+            .await?;
+        Ok(Response::new(status))
+    }
+
     async fn approve(
         &self,
         request: Request<v1::RolloutRef>,

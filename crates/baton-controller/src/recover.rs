@@ -188,6 +188,34 @@ impl Engine {
                     };
                     finished |= feed(&mut run, clock, event, &mut decided)?;
                 }
+                kind::SERVER_NEEDS_ATTENTION => {
+                    let server = server_of(&run, e)?;
+                    let lost: Vec<String> = run
+                        .assignments
+                        .iter()
+                        .filter(|(_, s)| **s == server)
+                        .map(|(a, _)| a.clone())
+                        .collect();
+                    for assignment in lost {
+                        run.assignments.remove(&assignment);
+                        run.finished_assignments.insert(assignment);
+                    }
+                    run.current_step.remove(&server);
+                    run.attention
+                        .insert(server, format!("needs attention: {}", e.detail));
+                }
+                kind::SERVER_RESOLVED => {
+                    let server = server_of(&run, e)?;
+                    run.attention.remove(&server);
+                }
+                kind::SERVER_RETRIED => {
+                    let server = server_of(&run, e)?;
+                    let assignment = e
+                        .detail
+                        .strip_prefix("assignment ")
+                        .ok_or_else(|| Unexplained(format!("event {}: no assignment id", e.seq)))?;
+                    run.assignments.insert(assignment.to_string(), server);
+                }
                 kind::SERVER_SKIPPED | kind::SERVER_NOT_STARTED => {
                     let server = server_of(&run, e)?;
                     run.settled[server] = true;

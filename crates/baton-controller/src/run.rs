@@ -58,6 +58,8 @@ pub struct RolloutRun {
     pub assignments: HashMap<String, ServerId>,
     /// Assignments already finished: a worker repeating its last result is ignored.
     pub finished_assignments: HashSet<String>,
+    /// Servers in maintenance whose state is unknown, waiting for `baton resolve`, and why.
+    pub attention: HashMap<ServerId, String>,
     /// Assigned servers whose worker was not connected: delivered when it connects.
     pub undelivered: BTreeSet<ServerId>,
     /// Running server -> the step it is on.
@@ -100,6 +102,7 @@ impl RolloutRun {
             ended_at_ms: None,
             assignments: HashMap::new(),
             finished_assignments: HashSet::new(),
+            attention: HashMap::new(),
             undelivered: BTreeSet::new(),
             current_step: HashMap::new(),
             settled: vec![false; servers],
@@ -198,10 +201,12 @@ impl RolloutRun {
                 let record = &records[id];
                 let state = match (record.start, record.outcome) {
                     (_, Some(outcome)) => outcome.as_str(),
+                    (Some(_), None) if self.attention.contains_key(&id) => "needs_attention",
                     (Some(_), None) => "running",
                     (None, None) => "pending",
                 };
                 let waited_for = match record.outcome {
+                    None if self.attention.contains_key(&id) => self.attention.get(&id).cloned(),
                     Some(_) => explain(&self.fleet, &self.names, record),
                     None => self
                         .scheduler

@@ -694,7 +694,7 @@ async fn an_assignment_made_while_its_worker_is_away_is_delivered_when_it_connec
 }
 
 #[tokio::test]
-async fn a_worker_back_with_its_assignment_reports_it_and_one_without_fails_the_server() {
+async fn a_worker_back_with_its_assignment_reports_it_and_one_without_needs_attention() {
     let controller = Controller::start().await;
     let (toml, fqdns) = fleet("reconnect", 1);
     let (session, _) = controller.worker(&fqdns[0]).await;
@@ -726,8 +726,8 @@ async fn a_worker_back_with_its_assignment_reports_it_and_one_without_fails_the_
     );
     back.close().await;
 
-    // A restarted worker process does not know its assignment: the server is failed (state
-    // unknown), and the rollout ends rather than waiting for ever.
+    // A restarted worker process does not know its assignment: the server's state is
+    // unknown, so it needs attention (its pool held) until an operator resolves it.
     let (toml, fqdns) = fleet("restart", 1);
     let (mut session, _) = controller.worker(&fqdns[0]).await;
     let id = controller
@@ -737,19 +737,56 @@ async fn a_worker_back_with_its_assignment_reports_it_and_one_without_fails_the_
     let mut follower = controller.follow(&id).await;
     session.assignment().await;
     session.close().await;
-    let (_fresh, _) = controller.worker(&fqdns[0]).await;
-    let finished = follower.until("server_finished", Some(&fqdns[0])).await;
+    let (mut fresh, _) = controller.worker(&fqdns[0]).await;
+    let attention = follower
+        .until("server_needs_attention", Some(&fqdns[0]))
+        .await;
     assert!(
-        finished
+        attention
             .detail
-            .starts_with("failed: its worker reconnected without assignment"),
-        "{finished:?}"
+            .starts_with("its worker reconnected without assignment"),
+        "{attention:?}"
     );
+    let status = controller.status(&id).await;
+    assert_eq!(server(&status, &fqdns[0]).state, "needs_attention");
+    assert!(
+        server(&status, &fqdns[0])
+            .waited_for
+            .contains("baton resolve"),
+        "{status:?}"
+    );
+
+    // Resolving it with a retry sends the runbook again under a new assignment.
+    let resolve = |action: &str| v1::ResolveRequest {
+        rollout_id: id.clone(),
+        server: fqdns[0].clone(),
+        action: action.to_string(),
+    };
+    let wrong = controller
+        .operator()
+        .resolve(resolve("shrug"))
+        .await
+        .expect_err("unknown action");
+    assert_eq!(wrong.code(), Code::InvalidArgument, "{wrong:?}");
+    controller
+        .operator()
+        .resolve(resolve("retry"))
+        .await
+        .expect("resolve");
+    follower.until("server_resolved", Some(&fqdns[0])).await;
+    let again = fresh.assignment().await;
+    fresh.complete(&again, true).await;
     follower.until("rollout_finished", None).await;
     assert_eq!(
         server(&controller.status(&id).await, &fqdns[0]).state,
-        "failed"
+        "succeeded"
     );
+    let twice = controller
+        .operator()
+        .resolve(resolve("retry"))
+        .await
+        .expect_err("nothing to resolve");
+    assert_eq!(twice.code(), Code::FailedPrecondition, "{twice:?}");
 }
 
 #[tokio::test]

@@ -71,6 +71,23 @@ pub enum OperatorCommand {
         /// The rollout id.
         id: String,
     },
+    /// Settle a server in `needs_attention` (its worker came back without its assignment).
+    Resolve {
+        /// The server's FQDN.
+        server: String,
+        /// The rollout id (default: the newest rollout).
+        #[arg(long, default_value = "")]
+        rollout: String,
+        /// Run its runbook again.
+        #[arg(long, group = "resolution", required = true)]
+        retry: bool,
+        /// It was checked by hand and is updated.
+        #[arg(long, group = "resolution")]
+        mark_succeeded: bool,
+        /// It was checked by hand and failed (its pool is quarantined).
+        #[arg(long, group = "resolution")]
+        mark_failed: bool,
+    },
     /// List the workers that have registered with the controller, connected or not.
     Servers {
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -128,6 +145,22 @@ async fn dispatch(url: &str, command: OperatorCommand) -> Result<()> {
         }
         OperatorCommand::Abort { id, force } => {
             status::control(&mut connect().await?, status::Control::Abort { force }, id).await
+        }
+        OperatorCommand::Resolve {
+            server,
+            rollout,
+            retry,
+            mark_succeeded,
+            mark_failed: _,
+        } => {
+            let action = if retry {
+                "retry"
+            } else if mark_succeeded {
+                "mark_succeeded"
+            } else {
+                "mark_failed"
+            };
+            status::resolve(&mut connect().await?, rollout, server, action).await
         }
         OperatorCommand::Approve { id } => {
             status::control(&mut connect().await?, status::Control::Approve, id).await

@@ -248,3 +248,24 @@ pub async fn control(controller: &mut Controller, what: Control, id: String) -> 
     let status = answer.map_err(|s| controller.error(&s))?.into_inner();
     write_out(&render::state_line(&status))
 }
+
+/// `baton resolve`: settles a server in `needs_attention` and prints the rollout's state.
+pub async fn resolve(
+    controller: &mut Controller,
+    rollout_id: String,
+    server: String,
+    action: &str,
+) -> Result<()> {
+    let request = baton_proto::v1::ResolveRequest {
+        rollout_id,
+        server,
+        action: action.to_string(),
+    };
+    let status = controller
+        .client
+        .resolve(request)
+        .await
+        .map_err(|s| controller.error(&s))?
+        .into_inner();
+    write_out(&render::state_line(&status))
+}
