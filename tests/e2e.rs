@@ -1270,11 +1270,42 @@ fn a_worker_restarted_mid_assignment_does_not_stall_the_rollout() {
 // ---------------------------------------------------------------------------------------------
 // Faults: the controller SIGKILLed at seeded moments, a worker killed mid-update
 
-/// The fault-injection run: the 12-server rollout with real `sh` steps while the controller is
+/// The fault-injection run: a 40-server, 10-pool rollout with real `sh` steps while the controller is
 /// SIGKILLed and restarted 5 times at moments drawn from a seed (printed; `BATON_FAULT_SEED`
 /// replays it), and the worker of a server in maintenance is killed and restarted once. The
 /// rollout still ends; no server starts twice; every server is accounted for exactly once
 /// (finished, skipped or not started); R1–R5 hold over the whole log; `seq` stays contiguous.
+/// 40 servers in 10 pools for the fault run: six Enterprise pools (a back end and five front
+/// ends, two of them paired) and four Standard Edition servers (two pairs), capped.
+fn fault_fleet() -> String {
+    let mut toml = String::from("[fleet]\nname = \"e2e-faults\"\nmax_parallel = 10\n");
+    for p in 1..=6 {
+        let paired = match p {
+            1 => "paired_with = \"pool2.faults.e2e.test\"\n",
+            _ => "",
+        };
+        toml.push_str(&format!(
+            "\n[[pool]]\nfqdn = \"pool{p}.faults.e2e.test\"\nedition = \"enterprise\"\nsql_server = \"sql{p}.faults.e2e.test\"\nmax_unavailable = 2\n{paired}\n  [[pool.server]]\n  fqdn = \"be{p}.faults.e2e.test\"\n  role = \"backend\"\n"
+        ));
+        for f in 1..=5 {
+            toml.push_str(&format!(
+                "\n  [[pool.server]]\n  fqdn = \"fe{p}{f}.faults.e2e.test\"\n  role = \"frontend\"\n"
+            ));
+        }
+    }
+    for s in 1..=4 {
+        let paired = match s {
+            1 => "paired_with = \"se2.faults.e2e.test\"\n",
+            3 => "paired_with = \"se4.faults.e2e.test\"\n",
+            _ => "",
+        };
+        toml.push_str(&format!(
+            "\n[[pool]]\nfqdn = \"se{s}.faults.e2e.test\"\nedition = \"standard\"\n{paired}\n  [[pool.server]]\n  fqdn = \"se{s}.faults.e2e.test\"\n  role = \"standard\"\n"
+        ));
+    }
+    toml
+}
+
 fn controller_crashes_break_no_rule(backend: Backend) {
     let seed: u64 = std::env::var("BATON_FAULT_SEED")
         .ok()
@@ -1288,8 +1319,10 @@ fn controller_crashes_break_no_rule(backend: Backend) {
     let Some(mut cluster) = Cluster::start("faults", backend) else {
         return;
     };
-    let fleet = fleet(MAIN_FLEET);
-    let fleet_file = cluster.write("fleet.toml", MAIN_FLEET);
+    let fleet_text = fault_fleet();
+    let fleet = fleet(&fleet_text);
+    assert_eq!((fleet.servers.len(), fleet.pools.len()), (40, 10));
+    let fleet_file = cluster.write("fleet.toml", &fleet_text);
     let runbook_file = cluster.write("runbook.toml", SLEEP_RUNBOOK);
     let mut workers: BTreeMap<String, usize> = BTreeMap::new();
     for fqdn in fqdns(&fleet) {
@@ -1301,8 +1334,8 @@ fn controller_crashes_break_no_rule(backend: Backend) {
     cluster.wait_connected(fqdns(&fleet));
     let id = cluster.apply(&fleet_file, &runbook_file, &[]);
 
-    // Crash moments: after this many events (a whole rollout logs 40 to 100: early enough that
-    // all five usually land before the end).
+    // Crash moments: after this many events (the whole rollout logs about 300: early enough
+    // that all five land before the end).
     let mut state = seed;
     let mut next = move || {
         state ^= state << 13;
@@ -1310,7 +1343,7 @@ fn controller_crashes_break_no_rule(backend: Backend) {
         state ^= state << 17;
         state
     };
-    let mut moments: Vec<usize> = (0..5).map(|_| 2 + (next() % 36) as usize).collect();
+    let mut moments: Vec<usize> = (0..5).map(|_| 2 + (next() % 150) as usize).collect();
     moments.sort_unstable();
     let over = |events: &[Event]| events.iter().any(|e| e.kind == "rollout_finished");
     let mut crashes = 0;
