@@ -35,13 +35,15 @@ struct WorkerLink {
     seen: Instant,
 }
 
-/// A worker silent this long (no heartbeat, no report) is taken as lost.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A worker silent this long (no heartbeat, no report) is taken as lost, by default.
+pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Engine {
     log: EventLog,
     /// This controller's fencing epoch, stamped on every Welcome and Assignment.
     epoch: u64,
+    /// A worker silent this long is taken as lost.
+    worker_timeout: Duration,
     /// Connected workers by [`worker_key`]: FQDNs compare case-insensitively, as in fleets.
     workers: HashMap<String, WorkerLink>,
     /// Workers gone since (by [`worker_key`]), until they say hello again.
@@ -63,10 +65,11 @@ fn store_error(err: StoreError) -> Status {
 }
 
 impl Engine {
-    pub fn new(log: EventLog, epoch: u64) -> Self {
+    pub fn new(log: EventLog, epoch: u64, worker_timeout: Duration) -> Self {
         Engine {
             log,
             epoch,
+            worker_timeout,
             workers: HashMap::new(),
             lost: HashMap::new(),
             next_connection: 1,
@@ -794,19 +797,19 @@ impl Engine {
         let silent: Vec<String> = self
             .workers
             .iter()
-            .filter(|(_, link)| link.seen.elapsed() > HEARTBEAT_TIMEOUT)
+            .filter(|(_, link)| link.seen.elapsed() > self.worker_timeout)
             .map(|(key, _)| key.clone())
             .collect();
         for key in silent {
             if let Some(link) = self.workers.get(&key) {
                 let _ = link.tx.send(Err(Status::deadline_exceeded(format!(
                     "no heartbeat for {}s",
-                    HEARTBEAT_TIMEOUT.as_secs()
+                    self.worker_timeout.as_secs_f64()
                 ))));
             }
             self.lose(
                 &key,
-                &format!("silent for over {}s", HEARTBEAT_TIMEOUT.as_secs()),
+                &format!("silent for over {}s", self.worker_timeout.as_secs_f64()),
             )
             .await;
         }

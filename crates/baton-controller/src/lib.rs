@@ -8,4 +8,4 @@ mod run;
 mod server;
 mod worker_service;
 
-pub use server::{ControllerHandle, start};
+pub use server::{ControllerHandle, Options, start, start_with};

@@ -19,6 +19,14 @@ struct Args {
     /// The store: `sqlite://FILE` (embedded default) or `postgres://USER:PASS@HOST/DB`.
     #[arg(long, default_value = "sqlite://baton.db", env = "BATON_DB")]
     db: String,
+    /// A worker silent this long (no heartbeat, no report) while its server is in maintenance
+    /// is recorded as lost. Humantime: "15s", "1m".
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    worker_timeout: std::time::Duration,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    baton_core::time::parse_positive_duration(text).map(std::time::Duration::from_millis)
 }
 
 #[tokio::main]
@@ -44,7 +52,10 @@ async fn run(args: Args) -> Result<()> {
     let store = baton_store::Store::connect(&args.db)
         .await
         .context("cannot open the store")?;
-    let controller = baton_controller::start(store, args.listen).await?;
+    let options = baton_controller::Options {
+        worker_timeout: args.worker_timeout,
+    };
+    let controller = baton_controller::start_with(store, args.listen, options).await?;
     tracing::info!(addr = %controller.addr, "baton-controller listening");
     tokio::signal::ctrl_c()
         .await

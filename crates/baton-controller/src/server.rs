@@ -52,8 +52,32 @@ impl ControllerHandle {
     }
 }
 
+/// Settings of a controller beyond its store and address.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A worker silent this long (no heartbeat, no report) is taken as lost.
+    pub worker_timeout: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            worker_timeout: crate::engine::DEFAULT_WORKER_TIMEOUT,
+        }
+    }
+}
+
 /// Binds `listen` and serves a controller over `store` until shut down.
 pub async fn start(store: Store, listen: SocketAddr) -> Result<ControllerHandle, ControllerError> {
+    start_with(store, listen, Options::default()).await
+}
+
+/// [`start`] with explicit [`Options`].
+pub async fn start_with(
+    store: Store,
+    listen: SocketAddr,
+    options: Options,
+) -> Result<ControllerHandle, ControllerError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| ControllerError::Bind {
@@ -69,7 +93,11 @@ pub async fn start(store: Store, listen: SocketAddr) -> Result<ControllerHandle,
     // Fencing: this controller's assignments outrank every earlier controller's.
     let epoch = store.next_epoch().await?;
     tracing::info!(epoch, "controller epoch");
-    let engine = Arc::new(Mutex::new(Engine::new(EventLog::new(store), epoch as u64)));
+    let engine = Arc::new(Mutex::new(Engine::new(
+        EventLog::new(store),
+        epoch as u64,
+        options.worker_timeout,
+    )));
     // Rollouts a previous controller left unfinished are taken over before anyone connects.
     match engine.lock().await.recover().await {
         Ok(resumed) if !resumed.is_empty() => tracing::info!(?resumed, "rollouts taken over"),

@@ -124,8 +124,14 @@ impl Controller {
     }
 
     async fn start_on(url: &str) -> Controller {
+        Controller::start_with_timeout(url, baton_controller::Options::default().worker_timeout)
+            .await
+    }
+
+    async fn start_with_timeout(url: &str, worker_timeout: Duration) -> Controller {
         let store = Store::connect(url).await.expect("store");
-        let handle = baton_controller::start(store, "127.0.0.1:0".parse().unwrap())
+        let options = baton_controller::Options { worker_timeout };
+        let handle = baton_controller::start_with(store, "127.0.0.1:0".parse().unwrap(), options)
             .await
             .expect("controller starts");
         let channel = Endpoint::from_shared(format!("http://{}", handle.addr))
@@ -1230,7 +1236,8 @@ async fn a_worker_gone_mid_update_is_reported_and_its_pool_stays_held() {
 
 #[tokio::test]
 async fn a_silent_worker_is_taken_as_lost() {
-    let controller = Controller::start().await;
+    let controller =
+        Controller::start_with_timeout("sqlite::memory:", Duration::from_secs(1)).await;
     // A session that says hello and then nothing: no heartbeats.
     let (mut silent, _) = controller.worker("be01.lost.example").await;
     let (_be02, _) = controller.worker("be02.lost.example").await;
@@ -1245,7 +1252,7 @@ async fn a_silent_worker_is_taken_as_lost() {
         .await;
     assert!(
         lost.detail
-            .starts_with("silent for over 5s while in maintenance"),
+            .starts_with("silent for over 1s while in maintenance"),
         "{lost:?}"
     );
     let status = silent.refused().await;
