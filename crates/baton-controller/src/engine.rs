@@ -93,13 +93,14 @@ impl Engine {
 
     pub async fn apply(&mut self, request: v1::ApplyRequest) -> Result<i64, Status> {
         let overrides: Vec<(String, String)> = request.params.clone().into_iter().collect();
-        let (fleet, runbook, workload) = prepare(
+        let (fleet, runbook, mut workload) = prepare(
             &request.fleet_name,
             &request.fleet_toml,
             &request.runbook_name,
             &request.runbook_toml,
             &overrides,
         )?;
+        self.admit_by_history(&fleet, &mut workload).await?;
         for server in &fleet.servers {
             if let Some((other, _)) = self.active_rollout_of(&server.fqdn) {
                 return Err(Status::failed_precondition(format!(
@@ -159,6 +160,66 @@ impl Engine {
         tracing::info!(rollout = row.id, "rollout started");
         self.drive(row.id, &[Event::Begin]).await?;
         Ok(row.id)
+    }
+
+    /// Admission by history: a back end that has run these very steps before is expected to
+    /// take the p95 of its past runs (when longer than its `expected_duration`); if that does
+    /// not fit its pool's outage budget, the rollout is refused (R6), naming it.
+    async fn admit_by_history(
+        &self,
+        fleet: &Fleet,
+        workload: &mut baton_core::workload::Workload,
+    ) -> Result<(), Status> {
+        for (server, srv) in fleet.servers.iter().enumerate() {
+            if !srv.role.is_backend_class() {
+                continue;
+            }
+            let fingerprint = format!(
+                "steps {}",
+                crate::run::steps_fingerprint(&workload.steps[server])
+            );
+            let history = self
+                .log
+                .store()
+                .server_history(&srv.fqdn)
+                .await
+                .map_err(store_error)?;
+            let mut durations: Vec<u64> = Vec::new();
+            let mut open: Option<(i64, i64, bool)> = None;
+            for event in history {
+                if event.kind == kind::SERVER_STARTED {
+                    open = Some((
+                        event.rollout_id,
+                        event.at_ms,
+                        event.detail.ends_with(&fingerprint),
+                    ));
+                } else if let Some((rollout, started, same_steps)) = open.take()
+                    && rollout == event.rollout_id
+                    && same_steps
+                    && event.detail == "succeeded"
+                {
+                    durations.push(u64::try_from(event.at_ms - started).unwrap_or(0));
+                }
+            }
+            if durations.is_empty() {
+                continue;
+            }
+            durations.sort_unstable();
+            let p95 = durations[(durations.len() * 95).div_ceil(100).max(1) - 1];
+            let pool = &fleet.pools[srv.pool];
+            if p95 >= pool.outage_budget {
+                return Err(Status::invalid_argument(format!(
+                    "R6: {}'s past runs of these steps took {} (p95 of {} run(s)), which does not fit {}'s outage_budget of {}; it would not be started",
+                    srv.fqdn,
+                    baton_core::time::human(p95),
+                    durations.len(),
+                    pool.fqdn,
+                    baton_core::time::human(pool.outage_budget)
+                )));
+            }
+            workload.expected[server] = workload.expected[server].max(p95);
+        }
+        Ok(())
     }
 
     fn resolve_rollout(&self, rollout_id: &str) -> Result<i64, Status> {
@@ -438,8 +499,9 @@ impl Engine {
                 Some(&pool),
                 kind::SERVER_STARTED,
                 format!(
-                    "assignment {assignment_id}, expected to end at {}",
-                    clock(expected_end)
+                    "assignment {assignment_id}, expected to end at {}, steps {}",
+                    clock(expected_end),
+                    run.steps_fingerprint(server)
                 ),
             )
             .await

@@ -165,6 +165,12 @@ impl RolloutRun {
         }
     }
 
+    /// A short fingerprint of the steps a server runs, so durations of past runs are compared
+    /// only with runs of the same step list (FNV-1a over ids, commands and limits).
+    pub fn steps_fingerprint(&self, server: ServerId) -> String {
+        steps_fingerprint(&self.workload.steps[server])
+    }
+
     /// Servers the scheduler has given up on (skipped or not started) whose event is not
     /// written yet, with the reason.
     pub fn newly_settled(&self) -> Vec<(ServerId, Outcome, String)> {
@@ -241,4 +247,25 @@ impl RolloutRun {
             note: self.note.clone().unwrap_or_default(),
         }
     }
+}
+
+/// See [`RolloutRun::steps_fingerprint`].
+pub fn steps_fingerprint(steps: &[baton_core::runbook::RenderedStep]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for step in steps {
+        eat(step.id.as_bytes());
+        eat(&[0]);
+        eat(step.command.as_bytes());
+        eat(&[0]);
+        eat(&step.timeout.to_le_bytes());
+        eat(&step.retries.to_le_bytes());
+        eat(&step.gate_interval.unwrap_or(0).to_le_bytes());
+    }
+    format!("{hash:016x}")
 }

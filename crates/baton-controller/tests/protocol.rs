@@ -1388,3 +1388,43 @@ async fn a_restarted_controller_takes_the_rollout_over_from_its_log() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- Admission by history ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_back_end_whose_past_runs_outlast_its_budget_is_refused() {
+    let controller = Controller::start().await;
+    let fqdn = "se01.history.example";
+    // Expected to take 100 ms, within its 300 ms budget: admitted the first time.
+    let toml = format!(
+        "[fleet]\nname = \"history\"\n\n[[pool]]\nfqdn = \"{fqdn}\"\nedition = \"standard\"\noutage_budget = \"300ms\"\n\n  [[pool.server]]\n  fqdn = \"{fqdn}\"\n  role = \"standard\"\n  expected_duration = \"100ms\"\n"
+    );
+    let (mut worker, _) = controller.worker(fqdn).await;
+    let id = controller
+        .apply("history.toml", &toml)
+        .await
+        .expect("apply");
+    let mut follower = controller.follow(&id).await;
+    let assignment = worker.assignment().await;
+    // It really takes longer than its budget.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    worker.complete(&assignment, true).await;
+    follower.until("rollout_finished", None).await;
+
+    // The same steps again: its history (p95 of 1 run, over 300 ms) does not fit any more.
+    let refused = controller
+        .apply("history.toml", &toml)
+        .await
+        .expect_err("refused by history");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .starts_with(&format!("R6: {fqdn}'s past runs of these steps took")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("(p95 of 1 run(s))"),
+        "{refused:?}"
+    );
+}

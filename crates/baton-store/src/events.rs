@@ -94,6 +94,25 @@ impl Store {
         }
     }
 
+    /// Every `server_started` and `server_finished` event of one server, across all rollouts,
+    /// in order: its history, from which past durations are read.
+    pub async fn server_history(&self, server: &str) -> Result<Vec<EventRow>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM events WHERE server = $1 AND kind IN ('server_started', 'server_finished') ORDER BY rollout_id, seq"
+        );
+        with_pool!(self, |p| {
+            sqlx::query_as::<_, EventRow>(SQL)
+                .bind(server)
+                .fetch_all(p)
+                .await
+        })
+        .map_err(StoreError::query(format!(
+            "reading the history of {server}"
+        )))
+    }
+
     /// A rollout's events with `seq > after_seq`, in ascending seq order, at most `limit` of them
     /// when given (`Some(0)` or less: none). `after_seq = 0` starts from the first event.
     pub async fn events(
