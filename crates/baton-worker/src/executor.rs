@@ -233,7 +233,7 @@ impl SimulateExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::TempDir;
+    use crate::test_support::{TempDir, still_running};
     use baton_proto::v1::WorkerMessage;
     use baton_proto::v1::worker_message::Body;
 
@@ -450,36 +450,11 @@ mod tests {
                 .trim()
                 .parse()
                 .unwrap();
-            assert!(!is_running(pid), "pid {pid} from {file:?} is still running");
+            assert!(
+                !still_running(pid),
+                "pid {pid} from {file:?} is still running"
+            );
         }
-    }
-
-    /// Gone, or a zombie waiting for its reaper: either way no longer running. SIGKILL is
-    /// delivered asynchronously, so this waits (bounded) for the kernel to finish the job.
-    fn is_running(pid: u32) -> bool {
-        let stat = format!("/proc/{pid}/stat");
-        if !std::path::Path::new("/proc/self/stat").exists() {
-            // Not Linux: ask `kill -0` (a zombie would count as running; good enough there).
-            return std::process::Command::new("kill")
-                .args(["-0", &pid.to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-        }
-        for _ in 0..200 {
-            match std::fs::read_to_string(&stat) {
-                Err(_) => return false,
-                // The state follows the parenthesised command name.
-                Ok(text) => match text
-                    .rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().next())
-                {
-                    Some("Z" | "X") => return false,
-                    _ => std::thread::sleep(Duration::from_millis(10)),
-                },
-            }
-        }
-        true
     }
 
     #[tokio::test]

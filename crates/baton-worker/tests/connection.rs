@@ -4,9 +4,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use baton_proto::v1::worker_message::Body;
@@ -19,6 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
+
+#[path = "../src/test_support.rs"]
+mod test_support;
+use test_support::{TempDir, still_running};
 
 /// Safety bound only: every wait below is on a channel.
 const BOUND: Duration = Duration::from_secs(20);
@@ -219,32 +221,6 @@ fn assignment(id: &str, steps: Vec<Step>) -> Assignment {
     }
 }
 
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "baton-worker-conn-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn runs_an_assignment_and_reconnects_when_the_stream_ends() {
     let mut h = Harness::start("web01.contoso.com", vec![]).await;
@@ -420,32 +396,6 @@ async fn stopping_the_worker_kills_the_running_step() {
         !still_running(pid),
         "step process {pid} survived the worker"
     );
-}
-
-/// Whether `pid` still runs (Linux: a zombie counts as ended). SIGKILL lands asynchronously,
-/// so this gives the kernel a bounded moment to finish the job.
-fn still_running(pid: u32) -> bool {
-    let stat = format!("/proc/{pid}/stat");
-    if !Path::new("/proc/self/stat").exists() {
-        return std::process::Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-    }
-    for _ in 0..200 {
-        match std::fs::read_to_string(&stat) {
-            Err(_) => return false,
-            Ok(text) => match text
-                .rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-            {
-                Some("Z" | "X") => return false,
-                _ => std::thread::sleep(Duration::from_millis(10)),
-            },
-        }
-    }
-    true
 }
 
 #[tokio::test]
