@@ -761,14 +761,7 @@ impl Engine {
                     .await
                     .map_err(store_error)?;
                 let run = self.rollouts.get_mut(&id).expect("known");
-                if succeeded {
-                    run.watchdog.outage_ended(server);
-                }
-                let event = if succeeded {
-                    Event::Succeeded(server)
-                } else {
-                    Event::Failed(server)
-                };
+                let event = run.server_finished(server, succeeded);
                 self.drive(id, &[event]).await?;
             }
             _ => unreachable!("checked above"),
@@ -1016,16 +1009,7 @@ impl Engine {
                 let run = self.rollouts.get_mut(&id).expect("known");
                 run.assignments.remove(&m.assignment_id);
                 run.finished_assignments.insert(m.assignment_id.clone());
-                run.current_step.remove(&server);
-                // A failed back end stays down: its outage goes on being timed.
-                if m.succeeded {
-                    run.watchdog.outage_ended(server);
-                }
-                let event = if m.succeeded {
-                    Event::Succeeded(server)
-                } else {
-                    Event::Failed(server)
-                };
+                let event = run.server_finished(server, m.succeeded);
                 self.drive(id, &[event]).await
             }
         }

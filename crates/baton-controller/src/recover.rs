@@ -176,16 +176,7 @@ impl Engine {
                         .collect();
                     run.finished_assignments.extend(done);
                     run.assignments.retain(|_, s| *s != server);
-                    run.current_step.remove(&server);
-                    let succeeded = e.detail == "succeeded";
-                    if succeeded {
-                        run.watchdog.outage_ended(server);
-                    }
-                    let event = if succeeded {
-                        Event::Succeeded(server)
-                    } else {
-                        Event::Failed(server)
-                    };
+                    let event = run.server_finished(server, e.detail == "succeeded");
                     finished |= feed(&mut run, clock, event, &mut decided)?;
                 }
                 kind::SERVER_NEEDS_ATTENTION => {

@@ -5,7 +5,7 @@ use baton_core::Fleet;
 use baton_core::fleet::ServerId;
 use baton_core::report::{ShortNames, explain};
 use baton_core::runbook::Shell;
-use baton_core::scheduler::{Outcome, Scheduler};
+use baton_core::scheduler::{Event, Outcome, Scheduler};
 use baton_core::time::{Millis, seconds};
 use baton_core::watchdog::Watchdog;
 use baton_core::workload::Workload;
@@ -130,6 +130,19 @@ impl RolloutRun {
     pub fn mark_ended(&mut self, state: RunState) {
         self.ended_at_ms = Some(self.now());
         self.state = state;
+    }
+
+    /// A server's maintenance is over: the event for the scheduler. The live path and the
+    /// replay share this so they cannot drift. A failed back end stays down, so its outage
+    /// goes on being timed.
+    pub fn server_finished(&mut self, server: ServerId, succeeded: bool) -> Event {
+        self.current_step.remove(&server);
+        if succeeded {
+            self.watchdog.outage_ended(server);
+            Event::Succeeded(server)
+        } else {
+            Event::Failed(server)
+        }
     }
 
     pub fn fqdn(&self, server: ServerId) -> &str {
