@@ -637,6 +637,9 @@ impl Cluster {
         let mut command = Command::new(&bins().worker);
         command
             .args(["--controller", &self.url, "--fqdn", fqdn])
+            // One journal per server, kept across restarts of its worker.
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state").join(fqdn))
             .args(flags)
             .current_dir(self.dir.path());
         for (key, value) in env {

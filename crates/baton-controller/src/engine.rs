@@ -624,6 +624,7 @@ impl Engine {
         // running its steps again could repeat a half-done update, and waiting would hold the
         // rollout for ever.
         let mut unknown_to_worker = Vec::new();
+        let mut interrupted = Vec::new();
         for run in self
             .rollouts
             .values_mut()
@@ -651,6 +652,8 @@ impl Engine {
                 );
             } else if hello.assignment_id != assignment_id {
                 unknown_to_worker.push((run.id, server, assignment_id));
+            } else if let Some(at) = hello.interrupted {
+                interrupted.push((run.id, server, assignment_id, at));
             }
         }
         tracing::info!(fqdn = %hello.fqdn, version = %hello.version, "worker connected");
@@ -668,27 +671,107 @@ impl Engine {
             tracing::warn!(fqdn = %hello.fqdn, %assignment_id, "worker reconnected without its assignment");
             // The worker is registered either way; a store failure here is logged, not
             // turned into a refused session that would leave its link behind.
-            if let Err(status) = self.assignment_lost(id, server, &assignment_id).await {
+            let (_, pool) = self.names(id, server);
+            let why = format!(
+                "its worker reconnected without assignment {assignment_id} (restarted without its journal, or the assignment was lost in flight): its state is unknown and {pool} stays held"
+            );
+            if let Err(status) = self
+                .hold_for_operator(id, server, &assignment_id, why)
+                .await
+            {
                 tracing::error!(%status, "could not fail a lost assignment");
+            }
+        }
+        for (id, server, assignment_id, at) in interrupted {
+            if let Err(status) = self
+                .assignment_interrupted(id, server, &assignment_id, at)
+                .await
+            {
+                tracing::error!(%status, "could not settle an interrupted assignment");
             }
         }
         Ok(connection)
     }
 
-    /// A server whose worker no longer knows its assignment (it restarted, or the assignment
-    /// was lost in flight) is in an unknown state: it stays in maintenance, its pool held, the
-    /// rest of the fleet going on, until an operator resolves it. Its steps are not run again
-    /// by themselves: that could repeat a half-done update.
-    async fn assignment_lost(
+    /// A worker restarted while `assignment_id` ran and its journal says where it stopped. A
+    /// step that had not started, or one the runbook marks idempotent, is run again and the
+    /// assignment goes on from there; a step cut in the middle of its work is not repeated
+    /// without an operator.
+    async fn assignment_interrupted(
         &mut self,
         id: i64,
         server: ServerId,
         assignment_id: &str,
+        at: v1::Interrupted,
     ) -> Result<(), Status> {
         let (name, pool) = self.names(id, server);
-        let detail = format!(
-            "its worker reconnected without assignment {assignment_id} (restarted, or the assignment was lost in flight): its state is unknown and {pool} stays held; `baton resolve {name} --retry | --mark-succeeded | --mark-failed`"
-        );
+        let steps = &self.rollouts[&id].workload.steps[server];
+        let index = at.step_index as usize;
+        let step = steps
+            .get(index)
+            .map(|step| (step.id.clone(), step.idempotent));
+        let verdict = match (index.cmp(&steps.len()), step.clone()) {
+            (std::cmp::Ordering::Greater, _) => Err(format!(
+                "its worker restarted and reported assignment {assignment_id} stopped at step index {index}, but it has {} steps: its state is unknown and {pool} stays held",
+                steps.len()
+            )),
+            // Every step had succeeded; only the result was not recorded.
+            (_, None) => Ok(format!(
+                "its worker restarted after the last step of assignment {assignment_id} succeeded"
+            )),
+            (_, Some((step, _))) if !at.step_started => Ok(format!(
+                "its worker restarted before step {step} of assignment {assignment_id} began"
+            )),
+            (_, Some((step, true))) => Ok(format!(
+                "its worker restarted during step {step} of assignment {assignment_id}, which is idempotent: it runs again"
+            )),
+            (_, Some((step, false))) => Err(format!(
+                "its worker restarted during step {step} of assignment {assignment_id}, which is not idempotent: the step may have done part of its work, so {pool} stays held"
+            )),
+        };
+        let why = match verdict {
+            Ok(why) => why,
+            Err(why) => return self.hold_for_operator(id, server, assignment_id, why).await,
+        };
+        let step = step.map_or_else(|| "end".to_string(), |(step, _)| step);
+        self.log
+            .append(
+                id,
+                Some(&name),
+                Some(&pool),
+                kind::SERVER_RESUMED,
+                format!("assignment {assignment_id} resumed at step {index} ({step}): {why}"),
+            )
+            .await
+            .map_err(store_error)?;
+        tracing::info!(fqdn = %name, %assignment_id, index, "interrupted assignment resumed");
+        let run = self.rollouts.get_mut(&id).expect("known rollout");
+        run.resume_from.insert(server, at.step_index);
+        let message = run.assignment(assignment_id, server, self.epoch);
+        match self.workers.get(&worker_key(&name)) {
+            Some(link) if send(&link.tx, v1::controller_message::Body::Assignment(message)) => {}
+            _ => {
+                run.undelivered.insert(server);
+            }
+        }
+        Ok(())
+    }
+
+    /// A server whose worker cannot go on with its assignment (it restarted without it, or in
+    /// the middle of a step that is not idempotent, or the assignment was lost in flight) is in
+    /// an unknown state: it stays in maintenance, its pool held, the rest of the fleet going
+    /// on, until an operator resolves it. Its steps are not run again by themselves: that
+    /// could repeat a half-done update.
+    async fn hold_for_operator(
+        &mut self,
+        id: i64,
+        server: ServerId,
+        assignment_id: &str,
+        why: String,
+    ) -> Result<(), Status> {
+        let (name, pool) = self.names(id, server);
+        let detail =
+            format!("{why}; `baton resolve {name} --retry | --mark-succeeded | --mark-failed`");
         self.log
             .append(
                 id,
@@ -703,6 +786,7 @@ impl Engine {
         run.assignments.remove(assignment_id);
         run.finished_assignments.insert(assignment_id.to_string());
         run.current_step.remove(&server);
+        run.resume_from.remove(&server);
         run.attention
             .insert(server, format!("needs attention: {detail}"));
         Ok(())

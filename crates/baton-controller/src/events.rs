@@ -31,6 +31,9 @@ pub mod kind {
     pub const SERVER_RESOLVED: &str = "server_resolved";
     /// `baton resolve --retry`: the server's runbook is sent again (detail: the new assignment).
     pub const SERVER_RETRIED: &str = "server_retried";
+    /// A server's worker restarted while its assignment ran, and the assignment goes on where
+    /// it stopped (detail: `assignment ID resumed at step N (STEP): why`).
+    pub const SERVER_RESUMED: &str = "server_resumed";
     /// The worker of a server in maintenance disconnected or fell silent.
     pub const WORKER_LOST: &str = "worker_lost";
 }

@@ -192,6 +192,7 @@ impl Engine {
                         run.finished_assignments.insert(assignment);
                     }
                     run.current_step.remove(&server);
+                    run.resume_from.remove(&server);
                     run.attention
                         .insert(server, format!("needs attention: {}", e.detail));
                 }
@@ -206,6 +207,16 @@ impl Engine {
                         .strip_prefix("assignment ")
                         .ok_or_else(|| Unexplained(format!("event {}: no assignment id", e.seq)))?;
                     run.assignments.insert(assignment.to_string(), server);
+                }
+                kind::SERVER_RESUMED => {
+                    let server = server_of(&run, e)?;
+                    let index = e
+                        .detail
+                        .split_once(" resumed at step ")
+                        .and_then(|(_, rest)| rest.split(' ').next())
+                        .and_then(|index| index.parse::<u32>().ok())
+                        .ok_or_else(|| Unexplained(format!("event {}: no step index", e.seq)))?;
+                    run.resume_from.insert(server, index);
                 }
                 kind::SERVER_SKIPPED | kind::SERVER_NOT_STARTED => {
                     let server = server_of(&run, e)?;

@@ -64,6 +64,9 @@ pub struct RolloutRun {
     pub undelivered: BTreeSet<ServerId>,
     /// Running server -> the step it is on.
     pub current_step: HashMap<ServerId, String>,
+    /// Running servers resumed after their worker restarted: the step their assignment goes on
+    /// from (sent again as is if it could not be delivered).
+    pub resume_from: HashMap<ServerId, u32>,
     /// Servers whose `skipped` / `not_started` event is written.
     pub settled: Vec<bool>,
     /// Times back-end outages against their pools' budgets.
@@ -103,6 +106,7 @@ impl RolloutRun {
             assignments: HashMap::new(),
             finished_assignments: HashSet::new(),
             attention: HashMap::new(),
+            resume_from: HashMap::new(),
             undelivered: BTreeSet::new(),
             current_step: HashMap::new(),
             settled: vec![false; servers],
@@ -137,6 +141,7 @@ impl RolloutRun {
     /// goes on being timed.
     pub fn server_finished(&mut self, server: ServerId, succeeded: bool) -> Event {
         self.current_step.remove(&server);
+        self.resume_from.remove(&server);
         if succeeded {
             self.watchdog.outage_ended(server);
             Event::Succeeded(server)
@@ -171,10 +176,12 @@ impl RolloutRun {
                     timeout_ms: step.timeout,
                     retries: step.retries,
                     gate_interval_ms: step.gate_interval.unwrap_or(0),
+                    idempotent: step.idempotent,
                 })
                 .collect(),
             expected_duration_ms: self.workload.expected[server],
             epoch,
+            start_step: self.resume_from.get(&server).copied().unwrap_or(0),
         }
     }
 

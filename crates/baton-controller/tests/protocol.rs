@@ -48,6 +48,7 @@ id = "done"
 run = "true"
 timeout = "30s"
 retries = 1
+idempotent = true
 "#;
 
 /// `se01.NAME.example` … : one Standard Edition pool per server, at most one server at a time.
@@ -89,7 +90,20 @@ fn hello_after(fqdn: &str, last: &str) -> Body {
         version: "0.0.0-test".to_string(),
         platform: "test".to_string(),
         assignment_id: last.to_string(),
+        interrupted: None,
     })
+}
+
+/// Hello from a worker that restarted while `last` ran: its journal says where it stopped.
+fn hello_interrupted(fqdn: &str, last: &str, step_index: u32, step_started: bool) -> Body {
+    let Body::Hello(mut hello) = hello_after(fqdn, last) else {
+        unreachable!("hello_after makes a Hello")
+    };
+    hello.interrupted = Some(v1::Interrupted {
+        step_index,
+        step_started,
+    });
+    Body::Hello(hello)
 }
 
 fn step_started(assignment: &str, step_index: u32) -> Body {
@@ -1427,4 +1441,150 @@ async fn a_back_end_whose_past_runs_outlast_its_budget_is_refused() {
         refused.message().contains("(p95 of 1 run(s))"),
         "{refused:?}"
     );
+}
+
+// ---- Worker journal: interrupted assignments ------------------------------------------------
+
+/// A one-server rollout whose worker took its assignment and went down: the rollout id, the
+/// server, a follower of its events, and the assignment.
+async fn assigned_then_gone(
+    controller: &Controller,
+    name: &str,
+) -> (String, String, Follower, v1::Assignment) {
+    let (toml, fqdns) = fleet(name, 1);
+    let (mut session, _) = controller.worker(&fqdns[0]).await;
+    let id = controller
+        .apply(&format!("{name}.toml"), &toml)
+        .await
+        .expect("apply");
+    let follower = controller.follow(&id).await;
+    let assignment = session.assignment().await;
+    session.close().await;
+    let fqdn = fqdns[0].clone();
+    (id, fqdn, follower, assignment)
+}
+
+#[tokio::test]
+async fn an_interrupted_assignment_is_resumed_or_held_as_its_journal_and_runbook_say() {
+    let dir = std::env::temp_dir().join(format!("baton-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}", dir.join("baton.db").display());
+    let controller = Controller::start_on(&url).await;
+
+    // Restarted during `done`, which the runbook marks idempotent: it runs again, from there.
+    let (id, fqdn, mut follower, first) = assigned_then_gone(&controller, "resume").await;
+    let fqdns = [fqdn];
+    assert_eq!(first.start_step, 0);
+    assert_eq!(
+        first.steps.iter().map(|s| s.idempotent).collect::<Vec<_>>(),
+        [false, true]
+    );
+    let mut back = controller
+        .open(hello_interrupted(&fqdns[0], &first.assignment_id, 1, true))
+        .await
+        .expect("session");
+    back.welcome().await;
+    let resumed = back.assignment().await;
+    assert_eq!(resumed.assignment_id, first.assignment_id);
+    assert_eq!(resumed.start_step, 1);
+    let event = follower.until("server_resumed", Some(&fqdns[0])).await;
+    assert!(
+        event.detail.starts_with(&format!(
+            "assignment {} resumed at step 1 (done): its worker restarted during step done",
+            first.assignment_id
+        )),
+        "{event:?}"
+    );
+    assert_eq!(
+        server(&controller.status(&id).await, &fqdns[0]).state,
+        "running"
+    );
+
+    // The controller restarts now: the replayed log keeps the resumed server running.
+    back.close().await;
+    drop(follower);
+    controller.handle.shutdown().await.expect("shutdown");
+    let controller = Controller::start_on(&url).await;
+    assert_eq!(
+        server(&controller.status(&id).await, &fqdns[0]).state,
+        "running"
+    );
+    let mut back = controller
+        .open(hello_after(&fqdns[0], &first.assignment_id))
+        .await
+        .expect("session");
+    back.welcome().await;
+    let mut follower = controller.follow(&id).await;
+    back.complete(&resumed, true).await;
+    follower.until("rollout_finished", None).await;
+    assert_eq!(
+        server(&controller.status(&id).await, &fqdns[0]).state,
+        "succeeded"
+    );
+    back.close().await;
+
+    // Restarted before a step began: nothing half done, so it goes on even though `hello`
+    // is not idempotent.
+    let (id, fqdn, mut follower, first) = assigned_then_gone(&controller, "between").await;
+    let fqdns = [fqdn];
+    let mut back = controller
+        .open(hello_interrupted(&fqdns[0], &first.assignment_id, 0, false))
+        .await
+        .expect("session");
+    back.welcome().await;
+    assert_eq!(back.assignment().await.start_step, 0);
+    follower.until("server_resumed", Some(&fqdns[0])).await;
+    back.complete(&first, true).await;
+    follower.until("rollout_finished", None).await;
+    back.close().await;
+
+    // Restarted during `hello`, which is not idempotent: held for an operator, pool and all.
+    // A step index past the end is as unknown.
+    for (name, step_index, expected) in [
+        (
+            "midstep",
+            0,
+            "its worker restarted during step hello of assignment",
+        ),
+        ("pastend", 7, "but it has 2 steps"),
+    ] {
+        let (id, fqdn, mut follower, first) = assigned_then_gone(&controller, name).await;
+        let fqdns = [fqdn];
+        let mut back = controller
+            .open(hello_interrupted(
+                &fqdns[0],
+                &first.assignment_id,
+                step_index,
+                true,
+            ))
+            .await
+            .expect("session");
+        back.welcome().await;
+        let event = follower
+            .until("server_needs_attention", Some(&fqdns[0]))
+            .await;
+        assert!(event.detail.contains(expected), "{name}: {event:?}");
+        assert!(event.detail.contains("baton resolve"), "{name}: {event:?}");
+        let status = controller.status(&id).await;
+        assert_eq!(server(&status, &fqdns[0]).state, "needs_attention");
+        // Settled by an operator, the rollout ends.
+        controller
+            .operator()
+            .resolve(v1::ResolveRequest {
+                rollout_id: id.clone(),
+                server: fqdns[0].clone(),
+                action: "mark_failed".to_string(),
+            })
+            .await
+            .expect("resolve");
+        follower.until("rollout_finished", None).await;
+        assert_eq!(
+            server(&controller.status(&id).await, &fqdns[0]).state,
+            "failed"
+        );
+        back.close().await;
+    }
+    let events = controller.events(&id).await;
+    assert_contiguous(&events);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1197,3 +1197,26 @@ run = "drain --site {{ pool.site }}"
         other => panic!("expected a render error, got {other}"),
     }
 }
+
+#[test]
+fn idempotent_defaults_to_false_for_commands_and_true_for_gates() {
+    let step = |extra: &str| {
+        format!(
+            "[runbook]\nname = \"patch\"\nshell = \"sh\"\n\n[[step]]\nid = \"s\"\nrun = \"true\"\ntimeout = \"5m\"\n{extra}"
+        )
+    };
+    let idempotent =
+        |extra: &str| Runbook::from_toml(FILE, &step(extra)).expect("loads").steps[0].idempotent;
+    assert!(!idempotent(""));
+    assert!(idempotent("idempotent = true\n"));
+    assert!(idempotent("kind = \"gate\"\n"));
+    assert!(!idempotent("kind = \"gate\"\nidempotent = false\n"));
+
+    let err = Runbook::from_toml(FILE, &step("idempotent = \"yes\"\n")).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("{FILE}:9: `step.idempotent` = \"yes\"")),
+        "{text}"
+    );
+    assert!(text.ends_with("expected a boolean"), "{text}");
+}

@@ -4,6 +4,8 @@
 use std::convert::Infallible;
 use std::error::Error;
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_proto::v1::worker_message::Body;
@@ -18,6 +20,7 @@ use tonic::{Code, Status};
 use crate::WorkerError;
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::executor::Executor;
+use crate::journal::{Journal, Recovered};
 use crate::report::{self, Reporter};
 use crate::runner::Runner;
 
@@ -39,6 +42,9 @@ pub struct WorkerConfig {
     pub backoff: BackoffPolicy,
     /// Per connection attempt.
     pub connect_timeout: Duration,
+    /// Where the journal lives; `None` keeps none (a restart then cannot tell the controller
+    /// where an assignment stopped, and its server waits for an operator).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -49,6 +55,7 @@ impl WorkerConfig {
             executor,
             backoff: BackoffPolicy::default(),
             connect_timeout: Duration::from_secs(5),
+            state_dir: None,
         }
     }
 }
@@ -94,18 +101,35 @@ pub async fn run(
         .http2_keep_alive_interval(Duration::from_secs(15))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    let (report, outbox) = Reporter::channel();
+    let (mut report, outbox) = Reporter::channel();
+    let mut recovered = Recovered::Nothing;
+    if let Some(state_dir) = &config.state_dir {
+        let (journal, found) = Journal::open(state_dir)?;
+        tracing::info!(journal = %journal.path().display(), ?found, "journal opened");
+        report = report.with_journal(Arc::new(journal));
+        recovered = found;
+    }
+    let last = recovered.assignment_id().map(str::to_owned);
+    let (interrupted, last_finished) = match recovered {
+        Recovered::Nothing => (None, None),
+        Recovered::Finished(finished) => (
+            None,
+            Some(report::message(Body::AssignmentFinished(finished))),
+        ),
+        Recovered::Interrupted { at, .. } => (Some(at), None),
+    };
     let mut worker = Connection {
         endpoint,
         controller: config.controller,
         fqdn: config.fqdn,
         backoff: Backoff::new(config.backoff),
         attempt: 0,
-        runner: Runner::new(config.executor, report),
+        runner: Runner::new(config.executor, report).recovered(last),
         outbox,
         pending: None,
         highest_epoch: 0,
-        last_finished: None,
+        last_finished,
+        interrupted,
     };
     tokio::select! {
         never = worker.run_forever() => match never {},
@@ -132,6 +156,9 @@ struct Connection {
     /// The last `AssignmentFinished` handed to a stream, sent again on every new stream: a
     /// stream (or controller) that broke may have lost it, and the controller ignores repeats.
     last_finished: Option<WorkerMessage>,
+    /// Where the journal says the last assignment stopped when this process started; told to
+    /// the controller in every Hello until a new assignment starts.
+    interrupted: Option<baton_proto::v1::Interrupted>,
 }
 
 /// Why a stream ended.
@@ -198,7 +225,11 @@ impl Connection {
         let mut client = WorkerServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         // Queued before the stream starts, so Hello is always its first message.
-        let _ = tx.try_send(report::hello(&self.fqdn, self.runner.last()));
+        let _ = tx.try_send(report::hello(
+            &self.fqdn,
+            self.runner.last(),
+            self.interrupted,
+        ));
         if let Some(finished) = &self.last_finished {
             let _ = tx.try_send(finished.clone());
         }
@@ -285,7 +316,9 @@ impl Connection {
                     return;
                 }
                 self.highest_epoch = assignment.epoch;
-                self.runner.start(assignment);
+                if self.runner.start(assignment) == crate::runner::Started::Running {
+                    self.interrupted = None;
+                }
             }
             Some(controller_message::Body::Cancel(cancel)) => {
                 if self.runner.cancel(&cancel.assignment_id).await {

@@ -58,7 +58,7 @@ impl ShellExecutor {
     /// `Err(detail)` names the step that failed after its retries.
     async fn run(&self, assignment: &Assignment, report: &Reporter) -> Result<(), String> {
         let id = &assignment.assignment_id;
-        for (index, step) in (0u32..).zip(&assignment.steps) {
+        for (index, step) in remaining_steps(assignment) {
             if step.gate_interval_ms > 0 {
                 self.gate(&assignment.shell, step, id, index, report)
                     .await?;
@@ -67,7 +67,9 @@ impl ShellExecutor {
             let attempts = step.retries.saturating_add(1);
             let mut outcome = AttemptOutcome::Exited(0);
             for attempt in 1..=attempts {
-                report.step_started(id, index, attempt);
+                report
+                    .step_started(id, index, attempt)
+                    .map_err(|err| not_started(step, &err))?;
                 tracing::info!(assignment = %id, step = %step.id, attempt, "step started");
                 outcome = self
                     .attempt(
@@ -107,7 +109,9 @@ impl ShellExecutor {
         let mut attempt = 0u32;
         loop {
             attempt = attempt.saturating_add(1);
-            report.step_started(id, index, attempt);
+            report
+                .step_started(id, index, attempt)
+                .map_err(|err| not_started(step, &err))?;
             let remaining =
                 deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
             let outcome = self
@@ -150,6 +154,19 @@ impl ShellExecutor {
         };
         process::run_attempt(&command, timeout, &on_line).await
     }
+}
+
+/// The steps still to run, with their indexes: all of them, or from `start_step` on when the
+/// assignment resumes one that a worker restart interrupted.
+fn remaining_steps(assignment: &Assignment) -> impl Iterator<Item = (u32, &Step)> {
+    (0u32..)
+        .zip(&assignment.steps)
+        .skip(assignment.start_step as usize)
+}
+
+/// The failure of a step that was not run because its start could not be journaled.
+fn not_started(step: &Step, err: &crate::journal::JournalError) -> String {
+    format!("step {} not started: {err}", step.id)
 }
 
 /// `timeout_ms == 0` means no timeout (proto3's default: an unset field).
@@ -202,8 +219,10 @@ impl SimulateExecutor {
     async fn run(&self, assignment: &Assignment, report: &Reporter) -> Result<(), String> {
         let id = &assignment.assignment_id;
         let per_step = self.step_duration(assignment);
-        for (index, step) in (0u32..).zip(&assignment.steps) {
-            report.step_started(id, index, 1);
+        for (index, step) in remaining_steps(assignment) {
+            report
+                .step_started(id, index, 1)
+                .map_err(|err| not_started(step, &err))?;
             tracing::info!(assignment = %id, step = %step.id, ?per_step, "simulating step");
             // A zero sleep still waits for the timer's next 1 ms tick: skip it.
             if !per_step.is_zero() {
@@ -244,6 +263,7 @@ mod tests {
             timeout_ms: 10_000,
             retries: 0,
             gate_interval_ms: 0,
+            idempotent: false,
         }
     }
 
@@ -255,6 +275,7 @@ mod tests {
             steps,
             expected_duration_ms: 0,
             epoch: 0,
+            start_step: 0,
         }
     }
 

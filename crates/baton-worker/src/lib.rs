@@ -6,6 +6,7 @@
 //! - [`runner`]: at most one assignment at a time; refuses a second one.
 //! - [`executor`]: runs an assignment's steps, for real ([`ShellExecutor`]) or pretend
 //!   ([`SimulateExecutor`]), with retries.
+//! - [`journal`]: the current assignment's progress on disk, read back after a restart.
 //! - [`process`]: one attempt of one step: a child process, its output lines, its timeout.
 //! - [`shell`]: the command line for a runbook shell (`sh`, `powershell`).
 //! - [`report`]: builds the messages the worker sends.
@@ -14,6 +15,7 @@
 pub mod backoff;
 pub mod connection;
 pub mod executor;
+pub mod journal;
 pub mod process;
 pub mod report;
 pub mod runner;
@@ -25,6 +27,7 @@ pub(crate) mod test_support;
 pub use backoff::{Backoff, BackoffPolicy};
 pub use connection::{WorkerConfig, run, validate_controller_url};
 pub use executor::{Executor, ShellExecutor, SimulateExecutor};
+pub use journal::{Journal, JournalError, Recovered};
 pub use report::Reporter;
 
 /// This worker's version, sent in `Hello`.
@@ -36,4 +39,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub enum WorkerError {
     #[error("invalid controller URL {url:?}: {reason}")]
     InvalidControllerUrl { url: String, reason: String },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }

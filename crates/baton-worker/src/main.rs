@@ -20,6 +20,11 @@ struct Args {
     #[arg(long, env = "BATON_FQDN", value_parser = NonEmptyStringValueParser::new())]
     fqdn: String,
 
+    /// Folder for the worker's journal (each step's start and result, on disk before it is
+    /// reported), read back after a restart to tell the controller where an assignment stopped.
+    #[arg(long, env = "BATON_STATE_DIR", value_name = "DIR", default_value_os_t = default_state_dir())]
+    state_dir: PathBuf,
+
     /// Program to run instead of `sh` / PowerShell (given the same arguments).
     #[arg(long, value_name = "PATH")]
     shell: Option<PathBuf>,
@@ -47,6 +52,17 @@ enum ExecutorKind {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// `/var/lib/baton-worker` on Unix, `%ProgramData%\Baton\worker` on Windows.
+fn default_state_dir() -> PathBuf {
+    if cfg!(windows) {
+        let program_data =
+            std::env::var_os("ProgramData").unwrap_or_else(|| r"C:\ProgramData".into());
+        PathBuf::from(program_data).join("Baton").join("worker")
+    } else {
+        PathBuf::from("/var/lib/baton-worker")
+    }
 }
 
 fn parse_controller(url: &str) -> Result<String, String> {
@@ -80,9 +96,11 @@ async fn main() -> anyhow::Result<()> {
         controller = %args.controller,
         fqdn = %args.fqdn,
         executor = ?args.executor,
+        state_dir = %args.state_dir.display(),
         "baton-worker starting"
     );
-    let config = WorkerConfig::new(args.controller, args.fqdn, executor);
+    let mut config = WorkerConfig::new(args.controller, args.fqdn, executor);
+    config.state_dir = Some(args.state_dir);
     baton_worker::run(config, shutdown_signal())
         .await
         .context("baton-worker")?;

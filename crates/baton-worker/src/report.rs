@@ -1,24 +1,29 @@
 //! The messages the worker sends, built in one place. Everything the executor says goes
 //! through one unbounded channel to whichever stream to the controller is current, so an
-//! assignment keeps running (and its messages queue) while the worker reconnects.
+//! assignment keeps running (and its messages queue) while the worker reconnects. With a
+//! journal, each step start and result is on disk before it is sent.
+
+use std::sync::Arc;
 
 use baton_proto::v1::{
-    AssignmentFinished, Heartbeat, Hello, StepFinished, StepOutput, StepStarted, WorkerMessage,
-    worker_message::Body,
+    Assignment, AssignmentFinished, Heartbeat, Hello, Interrupted, StepFinished, StepOutput,
+    StepStarted, WorkerMessage, worker_message::Body,
 };
 use tokio::sync::mpsc;
 
+use crate::journal::{Journal, JournalError};
 use crate::process::AttemptOutcome;
 
 /// Sends the executor's messages towards the controller.
 #[derive(Debug, Clone)]
 pub struct Reporter {
     tx: mpsc::UnboundedSender<WorkerMessage>,
+    journal: Option<Arc<Journal>>,
 }
 
 impl Reporter {
     pub fn new(tx: mpsc::UnboundedSender<WorkerMessage>) -> Self {
-        Self { tx }
+        Self { tx, journal: None }
     }
 
     /// A reporter and the receiving end that the connection drains.
@@ -27,17 +32,42 @@ impl Reporter {
         (Self::new(tx), rx)
     }
 
+    /// Records every step start and result in `journal` before sending it.
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Opens the journal of a new assignment (nothing to do without a journal).
+    pub fn begin(&self, assignment: &Assignment) -> Result<(), JournalError> {
+        match &self.journal {
+            Some(journal) => journal.begin(assignment),
+            None => Ok(()),
+        }
+    }
+
     fn send(&self, body: Body) {
         // The receiver is gone only while the worker shuts down: nothing left to tell.
         let _ = self.tx.send(message(body));
     }
 
-    pub fn step_started(&self, assignment_id: &str, step_index: u32, attempt: u32) {
+    /// An error means the start could not be journaled: the step must not run, since a restart
+    /// would not know it had.
+    pub fn step_started(
+        &self,
+        assignment_id: &str,
+        step_index: u32,
+        attempt: u32,
+    ) -> Result<(), JournalError> {
+        if let Some(journal) = &self.journal {
+            journal.step_started(assignment_id, step_index, attempt)?;
+        }
         self.send(Body::StepStarted(StepStarted {
             assignment_id: assignment_id.to_owned(),
             step_index,
             attempt,
         }));
+        Ok(())
     }
 
     pub fn step_output(&self, assignment_id: &str, step_index: u32, line: String, stderr: bool) {
@@ -56,6 +86,12 @@ impl Reporter {
         attempt: u32,
         outcome: &AttemptOutcome,
     ) {
+        // The step has run: its result goes to the controller even if the disk failed.
+        if let Some(Err(err)) = self.journal.as_ref().map(|journal| {
+            journal.step_finished(assignment_id, step_index, attempt, outcome.succeeded())
+        }) {
+            tracing::error!(%err, "could not journal a step result");
+        }
         self.send(Body::StepFinished(StepFinished {
             assignment_id: assignment_id.to_owned(),
             step_index,
@@ -70,6 +106,13 @@ impl Reporter {
     }
 
     pub fn assignment_finished(&self, assignment_id: &str, succeeded: bool, detail: String) {
+        if let Some(Err(err)) = self
+            .journal
+            .as_ref()
+            .map(|journal| journal.finished(assignment_id, succeeded, &detail))
+        {
+            tracing::error!(%err, "could not journal an assignment result");
+        }
         self.send(Body::AssignmentFinished(AssignmentFinished {
             assignment_id: assignment_id.to_owned(),
             succeeded,
@@ -82,13 +125,20 @@ pub fn message(body: Body) -> WorkerMessage {
     WorkerMessage { body: Some(body) }
 }
 
-/// The first message of every stream, naming the last assignment this process received.
-pub fn hello(fqdn: &str, last_assignment: Option<&str>) -> WorkerMessage {
+/// The first message of every stream, naming the last assignment this worker received (in
+/// this process, or before a restart by its journal), and where it stopped if a restart
+/// interrupted it.
+pub fn hello(
+    fqdn: &str,
+    last_assignment: Option<&str>,
+    interrupted: Option<Interrupted>,
+) -> WorkerMessage {
     message(Body::Hello(Hello {
         fqdn: fqdn.to_owned(),
         version: crate::VERSION.to_owned(),
         platform: std::env::consts::OS.to_owned(),
         assignment_id: last_assignment.unwrap_or_default().to_owned(),
+        interrupted,
     }))
 }
 

@@ -20,12 +20,17 @@ pub enum Started {
     /// This very assignment already runs (sent again, e.g. after a reconnect): ignored; the
     /// running one reports as usual.
     AlreadyRunning,
+    /// The journal could not record it: finished at once as failed, nothing run.
+    RefusedJournal,
 }
 
 pub struct Runner {
     executor: Arc<Executor>,
     report: Reporter,
     current: Option<Running>,
+    /// The last assignment of an earlier run of this worker, from its journal, until a new one
+    /// is taken.
+    recovered: Option<String>,
 }
 
 struct Running {
@@ -40,7 +45,15 @@ impl Runner {
             executor: Arc::new(executor),
             report,
             current: None,
+            recovered: None,
         }
+    }
+
+    /// Names `assignment_id` (from the journal of an earlier run) as the last assignment
+    /// until a new one arrives.
+    pub fn recovered(mut self, assignment_id: Option<String>) -> Self {
+        self.recovered = assignment_id;
+        self
     }
 
     /// The id of the assignment now running, if any.
@@ -62,9 +75,13 @@ impl Runner {
             .assignment_finished(assignment_id, false, detail);
     }
 
-    /// The last assignment this worker took on, running or finished.
+    /// The last assignment this worker took on, running or finished (before a restart too,
+    /// when it keeps a journal).
     pub fn last(&self) -> Option<&str> {
-        self.current.as_ref().map(|running| running.id.as_str())
+        self.current
+            .as_ref()
+            .map(|running| running.id.as_str())
+            .or(self.recovered.as_deref())
     }
 
     /// Starts `assignment` in the background, unless one already runs.
@@ -87,6 +104,16 @@ impl Runner {
             );
             return Started::RejectedBusy { running };
         }
+        if let Err(err) = self.report.begin(&assignment) {
+            tracing::error!(assignment = %assignment.assignment_id, %err, "cannot journal the assignment; refused");
+            self.report.assignment_finished(
+                &assignment.assignment_id,
+                false,
+                format!("not started: {err}"),
+            );
+            return Started::RefusedJournal;
+        }
+        self.recovered = None;
         let executor = Arc::clone(&self.executor);
         let report = self.report.clone();
         let id = assignment.assignment_id.clone();
@@ -157,9 +184,11 @@ mod tests {
                 timeout_ms: 0,
                 retries: 0,
                 gate_interval_ms: 0,
+                idempotent: false,
             }],
             expected_duration_ms: 60_000,
             epoch: 0,
+            start_step: 0,
         }
     }
 

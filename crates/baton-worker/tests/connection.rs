@@ -79,6 +79,18 @@ impl Conn {
         }
     }
 
+    /// Hello from a worker that restarted: its journal's last assignment, and where it stopped.
+    async fn expect_hello_interrupted(&mut self, last: &str, at: Option<(u32, bool)>) {
+        match self.next().await {
+            Body::Hello(hello) => {
+                assert_eq!(hello.assignment_id, last);
+                let got = hello.interrupted.map(|i| (i.step_index, i.step_started));
+                assert_eq!(got, at);
+            }
+            other => panic!("first message is not Hello: {other:?}"),
+        }
+    }
+
     fn send(&self, body: controller_message::Body) {
         self.outbound
             .send(Ok(ControllerMessage { body: Some(body) }))
@@ -145,6 +157,15 @@ struct Harness {
 
 impl Harness {
     async fn start(fqdn: &str, refusals: Vec<Status>) -> Self {
+        Self::start_with(fqdn, refusals, None).await
+    }
+
+    /// A worker that keeps its journal in `state_dir`.
+    async fn start_with(
+        fqdn: &str,
+        refusals: Vec<Status>,
+        state_dir: Option<&std::path::Path>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (conns_tx, conns) = mpsc::unbounded_channel();
@@ -170,6 +191,7 @@ impl Harness {
             initial: Duration::from_millis(10),
             max: Duration::from_millis(50),
         };
+        config.state_dir = state_dir.map(std::path::Path::to_path_buf);
         let (stop_worker, stopped) = oneshot::channel::<()>();
         let worker = tokio::spawn(baton_worker::run(config, async move {
             let _ = stopped.await;
@@ -207,6 +229,7 @@ fn sh_step(id: &str, command: &str) -> Step {
         timeout_ms: 30_000,
         retries: 0,
         gate_interval_ms: 0,
+        idempotent: false,
     }
 }
 
@@ -218,6 +241,7 @@ fn assignment(id: &str, steps: Vec<Step>) -> Assignment {
         steps,
         expected_duration_ms: 1000,
         epoch: 0,
+        start_step: 0,
     }
 }
 
@@ -459,5 +483,98 @@ async fn a_cancel_kills_the_running_step_and_reports_the_assignment_failed() {
         }
         other => panic!("expected a1 cancelled: {other:?}"),
     }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_worker_tells_where_its_assignment_stopped_and_resumes_from_there() {
+    let dir = TempDir::new();
+    let state = dir.path().join("state");
+    let mut h = Harness::start_with("web05", vec![], Some(&state)).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web05").await;
+    conn.welcome(true, 1000);
+    conn.assign(assignment(
+        "a1",
+        vec![
+            sh_step("quick", "true"),
+            sh_step("long", "echo started; sleep 30"),
+            sh_step("last", "echo last"),
+        ],
+    ));
+    assert!(matches!(conn.next().await, Body::StepStarted(s) if s.step_index == 0));
+    assert!(matches!(conn.next().await, Body::StepFinished(f) if f.step_index == 0));
+    assert!(matches!(conn.next().await, Body::StepStarted(s) if s.step_index == 1));
+    assert!(matches!(conn.next().await, Body::StepOutput(o) if o.line == "started"));
+    // The process goes down in the middle of step 1.
+    h.stop().await;
+
+    let mut h = Harness::start_with("web05", vec![], Some(&state)).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello_interrupted("a1", Some((1, true))).await;
+    conn.welcome(true, 1000);
+    // The controller resumes it at step 1 (say the step is idempotent).
+    let mut resumed = assignment(
+        "a1",
+        vec![
+            sh_step("quick", "true"),
+            sh_step("long", "echo again"),
+            sh_step("last", "echo last"),
+        ],
+    );
+    resumed.start_step = 1;
+    conn.assign(resumed);
+    let mut started = Vec::new();
+    loop {
+        match conn.next().await {
+            Body::StepStarted(s) => started.push(s.step_index),
+            Body::AssignmentFinished(f) => {
+                assert_eq!(f.assignment_id, "a1");
+                assert!(f.succeeded, "{}", f.detail);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(started, [1, 2], "steps before start_step are not run again");
+    h.stop().await;
+
+    // Restarted once more: the result is on disk and is said again, after Hello.
+    let mut h = Harness::start_with("web05", vec![], Some(&state)).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello_interrupted("a1", None).await;
+    assert!(matches!(
+        conn.next().await,
+        Body::AssignmentFinished(f) if f.assignment_id == "a1" && f.succeeded
+    ));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_assignment_the_journal_cannot_record_is_refused_without_running() {
+    let dir = TempDir::new();
+    let state = dir.path().join("state");
+    let marker = dir.path().join("ran");
+    let mut h = Harness::start_with("web06", vec![], Some(&state)).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web06").await;
+    conn.welcome(true, 1000);
+    // The state folder is gone and a file sits in its place: nothing can be written there.
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::write(&state, "").unwrap();
+    let command = format!("touch '{}'", marker.display());
+    conn.assign(assignment("a1", vec![sh_step("touch", &command)]));
+    match conn.next().await {
+        Body::AssignmentFinished(f) => {
+            assert_eq!(f.assignment_id, "a1");
+            assert!(!f.succeeded);
+            assert!(f.detail.starts_with("not started: journal"), "{}", f.detail);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(
+        !marker.exists(),
+        "the step ran although it was not journaled"
+    );
     h.stop().await;
 }

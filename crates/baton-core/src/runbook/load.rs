@@ -257,11 +257,14 @@ fn load_step(
         }
     };
 
+    // A gate only checks, so running it again is safe unless the runbook says otherwise.
+    let idempotent = raw.idempotent.unwrap_or(gate_interval.is_some());
     Ok(Step {
         id: id.clone(),
         timeout,
         retries,
         gate_interval,
+        idempotent,
         variants,
     })
 }

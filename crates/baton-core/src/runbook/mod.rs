@@ -60,6 +60,10 @@ pub struct Step {
     /// A health gate: the command is tried every `interval` until it succeeds, within
     /// `timeout`. The server leaves maintenance only after its gates pass.
     pub gate_interval: Option<Millis>,
+    /// Safe to run again when a worker restarted in the middle of it (`idempotent = true`;
+    /// gates are, unless they say otherwise). A step that is not puts its server in
+    /// `needs_attention` after such an interruption.
+    pub idempotent: bool,
     /// Tried in order; the first whose condition matches runs. None matching: the step is
     /// left out for that server.
     pub variants: Vec<Variant>,

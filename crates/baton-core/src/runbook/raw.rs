@@ -42,6 +42,8 @@ pub struct RawStep {
     pub kind: Option<Spanned<String>>,
     /// For a gate: the wait between tries.
     pub interval: Option<Spanned<String>>,
+    /// Safe to run again after an interruption (a worker restart mid-step).
+    pub idempotent: Option<bool>,
     /// Spanned so that `when` misplaced on a step with variants can be pointed at.
     pub when: Option<Spanned<RawCondition>>,
     pub run: Option<Spanned<String>>,

@@ -25,6 +25,8 @@ pub struct RenderedStep {
     pub retries: u32,
     /// `Some(interval)` for a health gate (see [`super::Step::gate_interval`]).
     pub gate_interval: Option<Millis>,
+    /// See [`super::Step::idempotent`].
+    pub idempotent: bool,
 }
 
 /// A template needed a value this server's fleet entry does not have.
@@ -169,6 +171,7 @@ impl Runbook {
                     timeout: step.timeout,
                     retries: step.retries,
                     gate_interval: step.gate_interval,
+                    idempotent: step.idempotent,
                 })
             })
             .collect()
