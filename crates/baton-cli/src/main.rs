@@ -83,6 +83,19 @@ struct InputArgs {
     /// A runbook parameter, e.g. `--param package_path='D:\CU\SkypeServerUpdateInstaller.exe'`.
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<(String, String)>,
+    /// When the rollout would begin, for maintenance windows: an RFC 3339 time such as
+    /// 2026-11-30T21:00:00Z or 2026-11-30T22:00:00+01:00. Default: now.
+    #[arg(long, value_name = "TIME")]
+    start: Option<jiff::Timestamp>,
+}
+
+impl InputArgs {
+    /// The rollout's time 0, unix ms.
+    fn origin_ms(&self) -> i64 {
+        self.start
+            .unwrap_or_else(jiff::Timestamp::now)
+            .as_millisecond()
+    }
 }
 
 #[derive(Args)]
@@ -143,7 +156,8 @@ fn run(cli: Cli) -> Result<()> {
             output,
         } => {
             let loaded = inputs::load(&input.fleet, input.runbook.as_deref(), &input.params)?;
-            let report = rollout::plan(&loaded.fleet, &loaded.workload, strategy)?;
+            let report =
+                rollout::plan_at(&loaded.fleet, &loaded.workload, strategy, input.origin_ms())?;
             print(&report, &output, &table::Heading::plan(&loaded, strategy))
         }
         Command::Simulate {
@@ -161,7 +175,12 @@ fn run(cli: Cli) -> Result<()> {
                 jitter,
                 failure_rate,
             };
-            let (report, _) = rollout::simulate_rollout(&loaded.fleet, &loaded.workload, &config)?;
+            let (report, _) = rollout::simulate_rollout_at(
+                &loaded.fleet,
+                &loaded.workload,
+                &config,
+                input.origin_ms(),
+            )?;
             print(
                 &report,
                 &output,

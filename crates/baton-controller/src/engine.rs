@@ -4,7 +4,7 @@
 use crate::events::{EventLog, kind};
 use crate::run::{RolloutRun, RunState};
 use baton_core::fleet::{ServerId, is_valid_fqdn};
-use baton_core::rollout::plan;
+use baton_core::rollout::plan_at;
 use baton_core::scheduler::{Action, Event, Outcome, Scheduler, Strategy};
 use baton_core::time::clock;
 use baton_core::watchdog::BudgetLevel;
@@ -109,7 +109,7 @@ impl Engine {
                 )));
             }
         }
-        let planned = plan(&fleet, &workload, Strategy::Baton)
+        let planned = plan_at(&fleet, &workload, Strategy::Baton, baton_store::now_ms())
             .map_err(|e| Status::internal(e.to_string()))?;
         let as_ms = |s: f64| (s * 1000.0).round() as u64;
         let (makespan, bound) = (as_ms(planned.makespan_s), as_ms(planned.lower_bound_s));
@@ -127,7 +127,8 @@ impl Engine {
             })
             .await
             .map_err(store_error)?;
-        self.log
+        let started = self
+            .log
             .append(
                 row.id,
                 None,
@@ -145,7 +146,9 @@ impl Engine {
             )
             .await
             .map_err(store_error)?;
-        let scheduler = Scheduler::new(&fleet, &workload.expected, Strategy::Baton);
+        // Time 0 is the logged start, so a replay after a restart judges windows the same.
+        let scheduler =
+            Scheduler::starting_at(&fleet, &workload.expected, Strategy::Baton, started.at_ms);
         let run = RolloutRun::new(
             row.id,
             fleet,
@@ -394,6 +397,7 @@ impl Engine {
             .map(|run| run.id)
             .collect();
         for id in ids {
+            self.wake_for_windows(id).await?;
             let run = self.rollouts.get_mut(&id).expect("listed");
             let now = run.now();
             let alerts = run.watchdog.check(now);
@@ -433,6 +437,30 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Servers waiting for a maintenance window that has now opened get their chance: the
+    /// wake-up is logged first, so a replay makes the same decision at the same point.
+    async fn wake_for_windows(&mut self, id: i64) -> Result<(), Status> {
+        let run = &self.rollouts[&id];
+        let due = run
+            .scheduler
+            .next_opening()
+            .is_some_and(|opening| opening <= run.now());
+        if !due || run.state != RunState::Running {
+            return Ok(());
+        }
+        self.log
+            .append(
+                id,
+                None,
+                None,
+                kind::WINDOW_OPENED,
+                "a maintenance window opened: servers that fit it may start",
+            )
+            .await
+            .map_err(store_error)?;
+        self.drive(id, &[Event::Tick]).await
     }
 
     // ---- scheduler ---------------------------------------------------------------------

@@ -34,6 +34,9 @@ pub mod kind {
     /// A server's worker restarted while its assignment ran, and the assignment goes on where
     /// it stopped (detail: `assignment ID resumed at step N (STEP): why`).
     pub const SERVER_RESUMED: &str = "server_resumed";
+    /// A maintenance window opened for servers that waited for it: the scheduler was woken
+    /// (`Event::Tick`), so a replay wakes it at the same point of the log.
+    pub const WINDOW_OPENED: &str = "window_opened";
     /// The worker of a server in maintenance disconnected or fell silent.
     pub const WORKER_LOST: &str = "worker_lost";
 }

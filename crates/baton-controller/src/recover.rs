@@ -77,7 +77,12 @@ impl Engine {
             &overrides,
         )
         .map_err(|status| Unexplained(format!("stored fleet or runbook: {}", status.message())))?;
-        let scheduler = Scheduler::new(&fleet, &workload.expected, Strategy::Baton);
+        let start = events
+            .iter()
+            .find(|e| e.kind == kind::ROLLOUT_STARTED)
+            .map(|e| e.at_ms)
+            .ok_or_else(|| Unexplained("no rollout_started event".into()))?;
+        let scheduler = Scheduler::starting_at(&fleet, &workload.expected, Strategy::Baton, start);
         let mut run = RolloutRun::new(
             row.id,
             fleet,
@@ -88,11 +93,6 @@ impl Engine {
             u64::try_from(row.planned_makespan_ms).unwrap_or(0),
             u64::try_from(row.lower_bound_ms).unwrap_or(0),
         );
-        let start = events
-            .iter()
-            .find(|e| e.kind == kind::ROLLOUT_STARTED)
-            .map(|e| e.at_ms)
-            .ok_or_else(|| Unexplained("no rollout_started event".into()))?;
         // Decided by the scheduler, not yet found in the log: server -> expected end.
         let mut decided: BTreeMap<ServerId, Millis> = BTreeMap::new();
         let mut finished = false;
@@ -241,6 +241,9 @@ impl Engine {
                 kind::ROLLOUT_AWAITING_APPROVAL => {
                     run.state = RunState::AwaitingApproval;
                     run.note = Some(e.detail.clone());
+                }
+                kind::WINDOW_OPENED => {
+                    finished |= feed(&mut run, clock, Event::Tick, &mut decided)?
                 }
                 kind::ROLLOUT_APPROVED => {
                     run.state = RunState::Running;

@@ -1588,3 +1588,57 @@ async fn an_interrupted_assignment_is_resumed_or_held_as_its_journal_and_runbook
     assert_contiguous(&events);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- Maintenance windows ---------------------------------------------------------------------
+
+/// `fleet_of` with a fleet-wide window from `start` to `end` minutes after UTC midnight.
+fn fleet_with_window(name: &str, fqdns: &[String], start: u64, end: u64) -> String {
+    let hhmm = |m: u64| format!("{:02}:{:02}", m % 1440 / 60, m % 60);
+    fleet_of(name, fqdns).replacen(
+        "max_parallel = 1\n",
+        &format!(
+            "max_parallel = 1\n\n[[window]]\nstart = \"{}\"\nend = \"{}\"\ntime_zone = \"UTC\"\n",
+            hhmm(start),
+            hhmm(end)
+        ),
+        1,
+    )
+}
+
+#[tokio::test]
+async fn a_server_starts_only_inside_its_maintenance_window() {
+    let controller = Controller::start().await;
+    let minute_now = (baton_store::now_ms() / 60_000 % 1440) as u64;
+
+    // Open from a minute ago for two hours: the 1-minute server starts at once.
+    let fqdns = vec!["se01.open.example".to_string()];
+    let toml = fleet_with_window("open", &fqdns, minute_now + 1439, minute_now + 119);
+    let (mut session, _) = controller.worker(&fqdns[0]).await;
+    let id = controller.apply("open.toml", &toml).await.expect("apply");
+    let assignment = session.assignment().await;
+    session.complete(&assignment, true).await;
+    let mut follower = controller.follow(&id).await;
+    follower.until("rollout_finished", None).await;
+
+    // Opening in two hours: the server waits, the rollout stays open, and status says why.
+    let fqdns = vec!["se01.closed.example".to_string()];
+    let toml = fleet_with_window("closed", &fqdns, minute_now + 120, minute_now + 180);
+    let (_session, _) = controller.worker(&fqdns[0]).await;
+    let id = controller.apply("closed.toml", &toml).await.expect("apply");
+    let status = controller.status(&id).await;
+    assert_eq!(status.state, "running");
+    let waiting = server(&status, &fqdns[0]);
+    assert_eq!(waiting.state, "pending");
+    assert!(
+        waiting
+            .waited_for
+            .starts_with("window: se01 fits its next window (daily ")
+            && waiting.waited_for.contains(" UTC) at "),
+        "{waiting:?}"
+    );
+    // Nothing was started.
+    assert!(
+        !kinds(&controller.events(&id).await).contains(&"server_started"),
+        "a server started outside its window"
+    );
+}

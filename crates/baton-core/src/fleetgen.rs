@@ -58,6 +58,7 @@ pub fn generate(spec: &FleetSpec) -> Fleet {
         .map(|i| Site {
             name: format!("site{i:02}"),
             max_parallel: spec.site_cap,
+            windows: Default::default(),
         })
         .collect();
     let pool_count = spec.pools.max(1);
@@ -173,11 +174,33 @@ pub fn generate(spec: &FleetSpec) -> Fleet {
         sites,
         pools,
         servers,
+        windows: Default::default(),
     }
 }
 
 /// Writes a fleet as a fleet file (the format of docs/fleet.md), so generated fleets can be
 /// fed to `baton` and the loader can be measured and checked on them.
+fn write_windows(out: &mut String, table: &str, windows: &crate::window::Windows) {
+    use std::fmt::Write;
+    for w in &windows.0 {
+        let days: Vec<String> = crate::window::DAY_NAMES
+            .iter()
+            .zip(w.days)
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect();
+        let hhmm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+        let _ = writeln!(
+            out,
+            "\n[[{table}]]\ndays = [{}]\nstart = \"{}\"\nend = \"{}\"\ntime_zone = \"{}\"",
+            days.join(", "),
+            hhmm(w.start),
+            hhmm(w.end),
+            w.time_zone
+        );
+    }
+}
+
 pub fn to_toml(fleet: &Fleet) -> String {
     use crate::time::human;
     use std::fmt::Write;
@@ -190,11 +213,13 @@ pub fn to_toml(fleet: &Fleet) -> String {
     if let Some(canary) = fleet.canary_pools {
         let _ = writeln!(out, "canary_pools = {canary}");
     }
+    write_windows(&mut out, "window", &fleet.windows);
     for site in &fleet.sites {
         let _ = writeln!(out, "\n[[site]]\nname = \"{}\"", site.name);
         if let Some(cap) = site.max_parallel {
             let _ = writeln!(out, "max_parallel = {cap}");
         }
+        write_windows(&mut out, "site.window", &site.windows);
     }
     for pool in &fleet.pools {
         let _ = writeln!(

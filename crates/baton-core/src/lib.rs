@@ -15,6 +15,7 @@ pub mod simulator;
 pub mod time;
 mod toml_error;
 pub mod watchdog;
+pub mod window;
 pub mod workload;
 
 pub use error::InputError;

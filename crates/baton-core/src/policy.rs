@@ -28,6 +28,9 @@ pub enum Rule {
     Batch(u32),
     /// Canary: only the first `canary_pools` pools run until an operator approves.
     Canary,
+    /// Maintenance window: the server would not end inside an open window of its site (or
+    /// fleet). The holder is the server itself.
+    Window,
 }
 
 impl Rule {
@@ -53,6 +56,7 @@ impl Rule {
             Rule::BackendsLast => "R7",
             Rule::Batch(_) => "batch",
             Rule::Canary => "canary",
+            Rule::Window => "window",
         }
     }
 }
@@ -74,6 +78,8 @@ pub enum Until {
     Repaired,
     /// It has not started yet (R7: the back end waits for it to be done).
     Done,
+    /// For ever: no maintenance window is long enough for the server.
+    Never,
 }
 
 impl Blocker {
@@ -86,6 +92,7 @@ impl Blocker {
             Until::At(t) => format!("until {}", clock(t)),
             Until::Repaired => "until its failure is resolved".to_string(),
             Until::Done => "until it is done".to_string(),
+            Until::Never => "for ever".to_string(),
         };
         let code = self.rule.code();
         match self.rule {
@@ -115,6 +122,17 @@ impl Blocker {
                 "{code}: waits for `baton approve` once the first {} pool(s) are done ({pool} among them)",
                 fleet.canary_pools.unwrap_or(0)
             ),
+            Rule::Window => match self.until {
+                Until::At(t) => format!(
+                    "{code}: {holder} fits its next window ({}) at {}",
+                    fleet.windows_of(self.holder).describe(),
+                    clock(t)
+                ),
+                _ => format!(
+                    "{code}: no window ({}) is long enough for {holder}",
+                    fleet.windows_of(self.holder).describe()
+                ),
+            },
         }
     }
 }

@@ -84,8 +84,19 @@ pub fn draw_fates(expected: &[Millis], config: &SimConfig) -> Vec<Fate> {
 
 /// Simulates a rollout of `fleet` where `expected[s]` is what the scheduler is told.
 pub fn simulate(fleet: &Fleet, expected: &[Millis], config: &SimConfig) -> SimRun {
+    simulate_from(fleet, expected, config, 0)
+}
+
+/// [`simulate`] for a rollout that begins at `origin_ms` (unix ms): maintenance windows are
+/// wall-clock times.
+pub fn simulate_from(
+    fleet: &Fleet,
+    expected: &[Millis],
+    config: &SimConfig,
+    origin_ms: i64,
+) -> SimRun {
     let fates = draw_fates(expected, config);
-    let mut scheduler = Scheduler::new(fleet, expected, config.strategy);
+    let mut scheduler = Scheduler::starting_at(fleet, expected, config.strategy, origin_ms);
     let mut reports: BinaryHeap<Reverse<(Millis, ServerId)>> = BinaryHeap::new();
     let mut now = 0;
     let mut events = vec![Event::Begin];
@@ -107,6 +118,14 @@ pub fn simulate(fleet: &Fleet, expected: &[Millis], config: &SimConfig) -> SimRu
                     };
                 }
             }
+        }
+        // A window opens before the next report: wake the scheduler then.
+        if let Some(opening) = scheduler.next_opening()
+            && reports.peek().is_none_or(|&Reverse((at, _))| opening < at)
+        {
+            now = opening;
+            events = vec![Event::Tick];
+            continue;
         }
         let Some(Reverse((at, _))) = reports.peek().copied() else {
             // A plan assumes the canary is approved the moment it is done.

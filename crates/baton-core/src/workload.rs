@@ -32,6 +32,7 @@ pub fn build_workload(
     for (id, server) in fleet.servers.iter().enumerate() {
         let duration = expected_duration(fleet, runbook.map(|(r, _)| r), id)?;
         check_outage_budget(fleet, id, duration, server.expected_duration.is_none())?;
+        check_windows(fleet, id, duration, server.expected_duration.is_none())?;
         expected.push(duration);
         steps.push(match runbook {
             Some((runbook, params)) => runbook.render_for(fleet, id, params)?,
@@ -64,6 +65,43 @@ fn expected_duration(
                 None => "missing: set it on the server, or pass --runbook whose expected_duration gives a default".into(),
             },
         })
+}
+
+/// A server must fit inside one of its maintenance windows, or it would wait for ever. Judged
+/// on a fixed January fortnight (Monday 2026-01-05 UTC) so the answer does not depend on the
+/// day `baton plan` runs; a clock change can make one night an hour longer or shorter.
+fn check_windows(
+    fleet: &Fleet,
+    id: ServerId,
+    duration: Millis,
+    from_runbook: bool,
+) -> Result<(), InputError> {
+    const REFERENCE_MS: i64 = 1_767_571_200_000;
+    let windows = fleet.windows_of(id);
+    if windows.is_empty() {
+        return Ok(());
+    }
+    let longest = windows.longest_ms(REFERENCE_MS);
+    if duration <= longest {
+        return Ok(());
+    }
+    let server = &fleet.servers[id];
+    Err(InputError {
+        file: fleet.file.clone(),
+        line: if from_runbook {
+            server.line
+        } else {
+            server.duration_line.or(server.line)
+        },
+        owner: Some(format!("server {:?}", server.fqdn)),
+        field: "pool.server.expected_duration".into(),
+        value: Some(format!("{:?}", human(duration))),
+        message: format!(
+            "longer than every maintenance window it may use (the longest is {}: {}): it would never start. Widen a window or shorten the update",
+            human(longest),
+            windows.describe()
+        ),
+    })
 }
 
 /// R6: a back-end outage must end before the pool's users fall into resiliency mode.

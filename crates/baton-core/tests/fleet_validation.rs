@@ -1505,3 +1505,101 @@ proptest! {
         }
     }
 }
+
+/// A one-server fleet with `windows` appended (fleet-wide `[[window]]` or a site's).
+fn with_windows(windows: &str) -> String {
+    format!(
+        "[fleet]\nname = \"lab\"\n\n[[site]]\nname = \"emea\"\n\n[[pool]]\nfqdn = \"se01.lab.example\"\nedition = \"standard\"\nsite = \"emea\"\n\n  [[pool.server]]\n  fqdn = \"se01.lab.example\"\n  role = \"standard\"\n  expected_duration = \"1h\"\n{windows}"
+    )
+}
+
+#[test]
+fn windows_load_and_a_site_replaces_the_fleets() {
+    let fleet = load(&with_windows(
+        "\n[[window]]\ndays = [\"mon\", \"Fri\"]\nstart = \"22:00\"\nend = \"04:00\"\ntime_zone = \"Europe/Paris\"\n",
+    ))
+    .expect("valid");
+    assert_eq!(
+        fleet.windows_of(0).describe(),
+        "mon,fri 22:00-04:00 Europe/Paris"
+    );
+    let text = with_windows("\n[[window]]\nstart = \"22:00\"\nend = \"24:00\"\n").replace(
+        "name = \"emea\"\n",
+        "name = \"emea\"\n\n[[site.window]]\nstart = \"01:00\"\nend = \"05:00\"\ntime_zone = \"Asia/Tokyo\"\n",
+    );
+    let fleet = load(&text).expect("valid");
+    assert_eq!(fleet.windows.describe(), "daily 22:00-24:00 UTC");
+    assert_eq!(
+        fleet.windows_of(0).describe(),
+        "daily 01:00-05:00 Asia/Tokyo"
+    );
+}
+
+#[test]
+fn window_unknown_day() {
+    let err = refused(&with_windows(
+        "\n[[window]]\ndays = [\"mon\", \"funday\"]\nstart = \"22:00\"\nend = \"04:00\"\n",
+    ));
+    check(
+        &err,
+        Some(18),
+        "window.days",
+        Some("\"funday\""),
+        "unknown day",
+    );
+}
+
+#[test]
+fn window_no_days() {
+    let err = refused(&with_windows(
+        "\n[[window]]\ndays = []\nstart = \"22:00\"\nend = \"04:00\"\n",
+    ));
+    check(&err, Some(18), "window.days", None, "leave `days` out");
+}
+
+#[test]
+fn window_bad_start() {
+    let err = refused(&with_windows(
+        "\n[[window]]\nstart = \"24:00\"\nend = \"04:00\"\n",
+    ));
+    check(&err, Some(18), "window.start", Some("\"24:00\""), "HH:MM");
+}
+
+#[test]
+fn window_bad_end() {
+    let err = refused(&with_windows(
+        "\n[[window]]\nstart = \"22:00\"\nend = \"4am\"\n",
+    ));
+    check(&err, Some(19), "window.end", Some("\"4am\""), "HH:MM");
+}
+
+#[test]
+fn window_unknown_time_zone() {
+    let err = refused(&with_windows(
+        "\n[[window]]\nstart = \"22:00\"\nend = \"04:00\"\ntime_zone = \"Europe/Atlantis\"\n",
+    ));
+    check(
+        &err,
+        Some(20),
+        "window.time_zone",
+        Some("\"Europe/Atlantis\""),
+        "unknown time zone",
+    );
+}
+
+#[test]
+fn site_window_errors_name_the_site() {
+    let text = with_windows("").replace(
+        "name = \"emea\"\n",
+        "name = \"emea\"\n\n[[site.window]]\nstart = \"7:00\"\nend = \"09:00\"\n",
+    );
+    let err = refused(&text);
+    check(
+        &err,
+        Some(8),
+        "site.window.start",
+        Some("\"7:00\""),
+        "HH:MM",
+    );
+    assert!(err.to_string().contains("site \"emea\""), "{err}");
+}

@@ -630,3 +630,104 @@ fn simulated_failures_show_in_the_report() {
             .any(|r| r.outcome == Some(Outcome::Failed))
     );
 }
+
+// ---- Maintenance windows ----------------------------------------------------------------------
+
+/// Two Standard Edition pools in a site whose window is 22:00–04:00 UTC every night.
+const NIGHTLY: &str = r#"
+[fleet]
+name = "nightly"
+
+[[site]]
+name = "emea"
+
+[[site.window]]
+start = "22:00"
+end = "04:00"
+time_zone = "UTC"
+
+[[pool]]
+fqdn = "a.nightly.example"
+edition = "standard"
+site = "emea"
+outage_budget = "8h"
+
+  [[pool.server]]
+  fqdn = "a.nightly.example"
+  role = "standard"
+  expected_duration = "1h"
+
+[[pool]]
+fqdn = "b.nightly.example"
+edition = "standard"
+site = "emea"
+outage_budget = "8h"
+
+  [[pool.server]]
+  fqdn = "b.nightly.example"
+  role = "standard"
+  expected_duration = "5h"
+"#;
+
+#[test]
+fn servers_wait_for_a_window_they_fit_and_the_driver_is_told_when() {
+    let fleet = fleet(NIGHTLY);
+    let expected = workload(&fleet).expected;
+    // Monday 2026-11-30 21:00 UTC.
+    let origin = 1_796_072_400_000;
+    let mut scheduler = Scheduler::starting_at(&fleet, &expected, Strategy::Baton, origin);
+    let actions = scheduler.handle(0, Event::Begin).unwrap();
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(scheduler.next_opening(), Some(60 * MIN));
+    let blocker = scheduler.waiting_for(0).expect("waits");
+    assert_eq!(
+        (blocker.rule, blocker.until),
+        (Rule::Window, Until::At(60 * MIN))
+    );
+    assert_eq!(
+        blocker.describe(&fleet, &ShortNames::new(&fleet)),
+        "window: a fits its next window (daily 22:00-04:00 UTC) at 01:00"
+    );
+
+    // 22:00: both fit (b ends at 03:00).
+    let actions = scheduler.handle(60 * MIN, Event::Tick).unwrap();
+    assert_eq!(starts(&actions), [1, 0]);
+    assert_eq!(scheduler.next_opening(), None);
+    scheduler.handle(120 * MIN, Event::Succeeded(0)).unwrap();
+    let actions = scheduler.handle(360 * MIN, Event::Succeeded(1)).unwrap();
+    assert_eq!(actions, [Action::Finished]);
+}
+
+#[test]
+fn a_server_that_no_longer_fits_tonight_waits_for_tomorrow_night() {
+    let fleet = fleet(NIGHTLY);
+    let expected = workload(&fleet).expected;
+    // Tuesday 2026-12-01 00:30 UTC: 3 h 30 left tonight: a (1 h) fits, b (5 h) does not.
+    let origin = 1_796_085_000_000;
+    let mut scheduler = Scheduler::starting_at(&fleet, &expected, Strategy::Baton, origin);
+    let actions = scheduler.handle(0, Event::Begin).unwrap();
+    assert_eq!(starts(&actions), [0]);
+    // Tuesday 22:00 is 21 h 30 after the origin.
+    let tomorrow = (21 * 60 + 30) * MIN;
+    assert_eq!(scheduler.next_opening(), Some(tomorrow));
+    assert!(
+        scheduler
+            .handle(60 * MIN, Event::Succeeded(0))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!scheduler.is_finished(), "b still waits for its window");
+    let actions = scheduler.handle(tomorrow, Event::Tick).unwrap();
+    assert_eq!(starts(&actions), [1]);
+}
+
+#[test]
+fn a_server_longer_than_every_window_is_refused_before_anything_runs() {
+    let text = NIGHTLY.replace("expected_duration = \"5h\"", "expected_duration = \"7h\"");
+    let fleet = fleet(&text);
+    let err = build_workload(&fleet, None).unwrap_err().to_string();
+    assert!(
+        err.starts_with("test.toml:33: server \"b.nightly.example\": `pool.server.expected_duration` = \"7h\": longer than every maintenance window it may use (the longest is 6h: daily 22:00-04:00 UTC)"),
+        "{err}"
+    );
+}

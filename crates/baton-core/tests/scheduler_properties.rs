@@ -9,7 +9,8 @@ use baton_core::fleetgen::{FleetSpec, generate, to_toml};
 use baton_core::policy::Until;
 use baton_core::rollout::simulate_rollout;
 use baton_core::scheduler::{Outcome, ServerRecord, Strategy as Order};
-use baton_core::simulator::{SimConfig, simulate};
+use baton_core::simulator::{SimConfig, simulate, simulate_from};
+use baton_core::window::{Fit, Window, Windows};
 use baton_core::workload::Workload;
 use proptest::prelude::*;
 
@@ -98,7 +99,39 @@ fn fleet_with_failure_limit(spec: &FleetSpec, max_failures: u32) -> Fleet {
         .seed
         .is_multiple_of(3)
         .then_some(1 + (spec.seed / 3 % 3) as u32);
+    // Some get maintenance windows, fleet-wide and for some sites.
+    if spec.seed % 4 == 1 {
+        add_windows(&mut fleet, spec.seed);
+    }
     fleet
+}
+
+/// Windows of 2 to 24 hours (every server fits one), in a few time zones, drawn from `seed`.
+fn add_windows(fleet: &mut Fleet, seed: u64) {
+    const ZONES: [&str; 4] = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"];
+    let window = |n: u64| {
+        let mut days = [false; 7];
+        for (i, day) in days.iter_mut().enumerate() {
+            *day = (n >> i) & 1 == 1 || i == (n % 7) as usize;
+        }
+        let start = ((n / 7) % 96 * 15) as u16;
+        let hours = 2 + (n / 11) % 23;
+        let end = ((start as u64 + hours * 60) % (24 * 60)) as u16;
+        Window::new(days, start, end, ZONES[(n / 13 % 4) as usize]).expect("known zone")
+    };
+    let mut n = seed;
+    let mut next = || {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        n >> 17
+    };
+    fleet.windows = Windows(vec![window(next())]);
+    for site in &mut fleet.sites {
+        if next() % 2 == 0 {
+            site.windows = Windows(vec![window(next()), window(next())]);
+        }
+    }
 }
 
 fn expected(fleet: &Fleet) -> Vec<u64> {
@@ -173,6 +206,25 @@ proptest! {
                     prop_assert!(record.start.is_some() && record.end.is_some());
                 }
                 None => prop_assert!(false, "server {} has no outcome", server),
+            }
+        }
+    }
+
+    #[test]
+    fn every_server_starts_inside_a_window_it_fits(spec in fleet_spec(), config in sim_config(), origin in 1_700_000_000_000i64..1_900_000_000_000) {
+        let mut fleet = generate(&spec);
+        add_windows(&mut fleet, spec.seed);
+        let durations = expected(&fleet);
+        let run = simulate_from(&fleet, &durations, &config, origin);
+        if let Err(violation) = audit_schedule(&fleet, &run.records) {
+            prop_assert!(false, "{violation}");
+        }
+        for (server, record) in run.records.iter().enumerate() {
+            if let Some(start) = record.start {
+                let at = origin + start as i64;
+                prop_assert_eq!(fleet.windows_of(server).fit(at, durations[server]), Fit::Now, "server {} at {}", server, at);
+            } else if config.failure_rate == 0.0 {
+                prop_assert!(false, "server {} never started though every window fits it", server);
             }
         }
     }

@@ -1,13 +1,14 @@
 //! Turns a fleet file into a validated [`Fleet`], or one clear [`InputError`].
 
 use super::raw::CountOrPercent;
-use super::raw::{RawFleetFile, RawPool, RawServer};
+use super::raw::{RawFleetFile, RawPool, RawServer, RawWindow};
 use super::{
     DEFAULT_OUTAGE_BUDGET, Edition, FQDN_SYNTAX, Fleet, NAME_SYNTAX, Pool, PoolId, Role, Server,
     Site, is_valid_fqdn, is_valid_name,
 };
 use crate::error::{InputError, Source, out_of_range};
 use crate::time::{Millis, parse_positive_duration};
+use crate::window::{DAY_NAMES, Window, Windows, parse_hhmm};
 use std::collections::HashMap;
 use toml::Spanned;
 
@@ -94,9 +95,11 @@ impl FleetBuilder<'_> {
                 Some(&owner),
                 NO_CAP,
             )?;
+            let windows = self.windows(&site.window, "site.window", Some(&owner))?;
             sites.push(Site {
                 name: site_name.clone(),
                 max_parallel,
+                windows,
             });
         }
 
@@ -146,6 +149,7 @@ impl FleetBuilder<'_> {
         }
 
         self.link_pairs(&raw.pool, &pool_ids, &mut pools)?;
+        let windows = self.windows(&raw.window, "window", None)?;
 
         Ok(Fleet {
             file: src.file.to_string(),
@@ -156,7 +160,69 @@ impl FleetBuilder<'_> {
             sites,
             pools,
             servers,
+            windows,
         })
+    }
+
+    /// `[[window]]` (fleet) or `[[site.window]]` entries.
+    fn windows(
+        &self,
+        raw: &[Spanned<RawWindow>],
+        field: &str,
+        owner: Option<&str>,
+    ) -> Result<Windows, InputError> {
+        let error = |at: usize, key: &str| {
+            let err = self.src.error(Some(at), format!("{field}.{key}"));
+            match owner {
+                Some(owner) => err.owner(owner),
+                None => err,
+            }
+        };
+        let mut windows = Vec::new();
+        for entry in raw {
+            let entry = entry.get_ref();
+            let days = match &entry.days {
+                None => [true; 7],
+                Some(days) => {
+                    let mut set = [false; 7];
+                    for day in days.get_ref() {
+                        let Some(index) = DAY_NAMES
+                            .iter()
+                            .position(|name| name.eq_ignore_ascii_case(day))
+                        else {
+                            return Err(error(days.span().start, "days").value(day).message(
+                                "unknown day: write mon, tue, wed, thu, fri, sat or sun",
+                            ));
+                        };
+                        set[index] = true;
+                    }
+                    if days.get_ref().is_empty() {
+                        return Err(error(days.span().start, "days")
+                            .message("no days: leave `days` out for every day"));
+                    }
+                    set
+                }
+            };
+            let time = |value: &Spanned<String>, key: &str| {
+                parse_hhmm(value.get_ref())
+                    .filter(|&minutes| key == "end" || minutes < 24 * 60)
+                    .ok_or_else(|| {
+                        error(value.span().start, key)
+                            .value(value.get_ref())
+                            .message("write a local time as HH:MM, 00:00 to 23:59 (24:00 for an end at midnight)")
+                    })
+            };
+            let start = time(&entry.start, "start")?;
+            let end = time(&entry.end, "end")?;
+            let zone = entry.time_zone.as_ref();
+            let zone_name = zone.map_or("UTC", |z| z.get_ref().as_str());
+            let window = Window::new(days, start, end, zone_name).map_err(|why| {
+                let at = zone.map_or(entry.start.span().start, |z| z.span().start);
+                error(at, "time_zone").value(zone_name).message(why)
+            })?;
+            windows.push(window);
+        }
+        Ok(Windows(windows))
     }
 
     /// A `max_parallel`-like cap: absent, or a whole number of at least one. `if_absent`

@@ -8,6 +8,7 @@ pub use load::load_fleet;
 pub use names::{FQDN_SYNTAX, NAME_SYNTAX, is_valid_fqdn, is_valid_name};
 
 use crate::time::Millis;
+use crate::window::Windows;
 use serde::Serialize;
 use std::fmt;
 
@@ -32,12 +33,16 @@ pub struct Fleet {
     pub sites: Vec<Site>,
     pub pools: Vec<Pool>,
     pub servers: Vec<Server>,
+    /// Fleet-wide maintenance windows; empty: always open.
+    pub windows: Windows,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Site {
     pub name: String,
     pub max_parallel: Option<u32>,
+    /// This site's maintenance windows; they replace the fleet's when there are any.
+    pub windows: Windows,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -164,5 +169,19 @@ impl Fleet {
     /// The site of a server, if its pool has one.
     pub fn site_of(&self, server: ServerId) -> Option<SiteId> {
         self.pools[self.servers[server].pool].site
+    }
+
+    /// The maintenance windows a server keeps: its site's, or else the fleet's (empty: always
+    /// open).
+    pub fn windows_of(&self, server: ServerId) -> &Windows {
+        match self.site_of(server).map(|site| &self.sites[site].windows) {
+            Some(site) if !site.is_empty() => site,
+            _ => &self.windows,
+        }
+    }
+
+    /// Whether any server keeps a maintenance window.
+    pub fn has_windows(&self) -> bool {
+        !self.windows.is_empty() || self.sites.iter().any(|site| !site.windows.is_empty())
     }
 }

@@ -12,6 +12,20 @@ pub struct RawFleetFile {
     pub site: Vec<Spanned<RawSite>>,
     #[serde(default)]
     pub pool: Vec<Spanned<RawPool>>,
+    /// Fleet-wide maintenance windows (a site's own windows replace them).
+    #[serde(default)]
+    pub window: Vec<Spanned<RawWindow>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    /// `["mon", "tue", ...]`; absent: every day.
+    pub days: Option<Spanned<Vec<String>>>,
+    pub start: Spanned<String>,
+    pub end: Spanned<String>,
+    /// IANA name; absent: UTC.
+    pub time_zone: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +42,8 @@ pub struct RawFleet {
 pub struct RawSite {
     pub name: Spanned<String>,
     pub max_parallel: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub window: Vec<Spanned<RawWindow>>,
 }
 
 #[derive(Debug, Deserialize)]

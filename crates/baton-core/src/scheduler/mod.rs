@@ -3,6 +3,7 @@
 
 mod priority;
 mod state;
+mod windows;
 
 pub use state::{Outcome, ServerRecord, StopReason};
 
@@ -13,6 +14,7 @@ use priority::PoolQueue;
 use state::{Phase, Records};
 use std::cmp::Reverse;
 use std::fmt;
+use windows::{Gate, WindowGate};
 
 /// How servers are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,8 @@ pub enum Event {
     Abort,
     /// The canary pools are judged good: the other pools may start.
     Approve,
+    /// Time has come (see [`Scheduler::next_opening`]): a maintenance window may have opened.
+    Tick,
 }
 
 /// What the scheduler wants done.
@@ -116,6 +120,9 @@ pub struct Scheduler {
     batch: Vec<ServerId>,
     batch_number: u32,
     canary: Option<Canary>,
+    windows: WindowGate,
+    /// The earliest time a server held by its maintenance window may start (last decision).
+    next_opening: Option<Millis>,
 }
 
 /// The canary gate: the first `size` pools to start are the canary; no other pool starts until
@@ -133,8 +140,21 @@ struct PoolInfo {
 }
 
 impl Scheduler {
-    /// A scheduler for `fleet`, where `expected[s]` is server `s`'s expected duration.
+    /// A scheduler for `fleet`, where `expected[s]` is server `s`'s expected duration. Its
+    /// time 0 is the unix epoch as far as maintenance windows go: a fleet with windows wants
+    /// [`Scheduler::starting_at`].
     pub fn new(fleet: &Fleet, expected: &[Millis], strategy: Strategy) -> Scheduler {
+        Scheduler::starting_at(fleet, expected, strategy, 0)
+    }
+
+    /// A scheduler whose time 0 is `origin_ms` (unix ms), the instant the rollout begins, so
+    /// that maintenance windows (wall-clock times) can be judged.
+    pub fn starting_at(
+        fleet: &Fleet,
+        expected: &[Millis],
+        strategy: Strategy,
+        origin_ms: i64,
+    ) -> Scheduler {
         assert_eq!(
             expected.len(),
             fleet.servers.len(),
@@ -168,6 +188,8 @@ impl Scheduler {
                 pools: Vec::new(),
                 approved: false,
             }),
+            windows: WindowGate::new(fleet, origin_ms),
+            next_opening: None,
         }
     }
 
@@ -191,6 +213,7 @@ impl Scheduler {
         }
         self.validate(events)?;
         self.last_now = now;
+        self.next_opening = None;
         for &event in events {
             self.apply(now, event);
         }
@@ -209,7 +232,7 @@ impl Scheduler {
         }
         // A pause keeps an idle rollout open for `Resume`, and the canary gate for `Approve`;
         // an abort or the failure limit does not.
-        let waiting = self.paused || self.awaiting_approval();
+        let waiting = self.paused || self.awaiting_approval() || self.next_opening.is_some();
         if self.running == 0 && actions.is_empty() && (!waiting || self.stop.is_some()) {
             self.records.give_up_pending(StopReason::Stuck);
             self.finished = true;
@@ -239,6 +262,7 @@ impl Scheduler {
     fn apply(&mut self, now: Millis, event: Event) {
         match event {
             Event::Begin | Event::Resume => self.paused = false,
+            Event::Tick => {}
             Event::Approve => {
                 if let Some(canary) = &mut self.canary {
                     canary.approved = true;
@@ -322,26 +346,50 @@ impl Scheduler {
                 let candidate = [self.queue.next_backend(pool), self.queue.next_other(pool)]
                     .into_iter()
                     .flatten()
-                    .find(|&s| self.occupancy.check(s).is_ok());
+                    .find(|&s| self.admit(s, now).is_ok());
                 let Some(server) = candidate else { break };
                 self.queue.take(pool, server);
                 self.start(now, server, actions);
                 if let Err(blocker) = self.occupancy.fleet_has_room() {
-                    self.note_pool_blockers(round, pool);
+                    self.note_pool_blockers(round, pool, now);
                     self.records.fleet_full(round, blocker, now);
                     return;
                 }
             }
-            self.note_pool_blockers(round, pool);
+            self.note_pool_blockers(round, pool, now);
         }
     }
 
-    fn note_pool_blockers(&mut self, round: u64, pool: PoolId) {
+    /// The rules (R1–R5, R7) and the server's maintenance window: may it start now?
+    fn admit(&mut self, server: ServerId, now: Millis) -> Result<(), Blocker> {
+        self.occupancy.check(server)?;
+        let until = match self.windows.check(server, now, self.expected[server]) {
+            Gate::Open => return Ok(()),
+            Gate::OpensAt(at) => {
+                self.next_opening = Some(self.next_opening.map_or(at, |next| next.min(at)));
+                Until::At(at)
+            }
+            Gate::Never => Until::Never,
+        };
+        Err(Blocker {
+            rule: Rule::Window,
+            holder: server,
+            until,
+        })
+    }
+
+    /// When a server held by its maintenance window may start: the driver sends
+    /// [`Event::Tick`] then. `None`: no server waits for a window.
+    pub fn next_opening(&self) -> Option<Millis> {
+        self.next_opening
+    }
+
+    fn note_pool_blockers(&mut self, round: u64, pool: PoolId, now: Millis) {
         for candidate in [self.queue.next_backend(pool), self.queue.next_other(pool)]
             .into_iter()
             .flatten()
         {
-            if let Err(blocker) = self.occupancy.check(candidate) {
+            if let Err(blocker) = self.admit(candidate, now) {
                 self.records.pool_blocked(round, pool, candidate, blocker);
             }
         }
@@ -367,7 +415,7 @@ impl Scheduler {
             }
             if self.batch.len() < size as usize
                 && self.canary_blocks(self.records.pool_of(server)).is_none()
-                && self.occupancy.check(server).is_ok()
+                && self.admit(server, now).is_ok()
             {
                 self.queue.take(self.records.pool_of(server), server);
                 self.start(now, server, actions);
@@ -392,7 +440,7 @@ impl Scheduler {
                 // server) is the reason.
                 None => match self
                     .canary_blocks(self.records.pool_of(server))
-                    .or_else(|| self.occupancy.check(server).err())
+                    .or_else(|| self.admit(server, now).err())
                 {
                     Some(blocker) => blocker,
                     None => continue,
