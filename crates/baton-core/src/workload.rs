@@ -67,6 +67,17 @@ fn expected_duration(
         })
 }
 
+/// The line an error about a server's expected duration points at: its own
+/// `expected_duration`, or the server when the duration is the runbook's default.
+fn duration_line(fleet: &Fleet, id: ServerId, from_runbook: bool) -> Option<u32> {
+    let server = &fleet.servers[id];
+    if from_runbook {
+        server.line
+    } else {
+        server.duration_line.or(server.line)
+    }
+}
+
 /// A server must fit inside one of its maintenance windows, or it would wait for ever. Judged
 /// on a fixed January fortnight (Monday 2026-01-05 UTC) so the answer does not depend on the
 /// day `baton plan` runs; a clock change can make one night an hour longer or shorter.
@@ -88,11 +99,7 @@ fn check_windows(
     let server = &fleet.servers[id];
     Err(InputError {
         file: fleet.file.clone(),
-        line: if from_runbook {
-            server.line
-        } else {
-            server.duration_line.or(server.line)
-        },
+        line: duration_line(fleet, id, from_runbook),
         owner: Some(format!("server {:?}", server.fqdn)),
         field: "pool.server.expected_duration".into(),
         value: Some(format!("{:?}", human(duration))),
@@ -118,11 +125,7 @@ fn check_outage_budget(
     }
     Err(InputError {
         file: fleet.file.clone(),
-        line: if from_runbook {
-            server.line
-        } else {
-            server.duration_line.or(server.line)
-        },
+        line: duration_line(fleet, id, from_runbook),
         owner: Some(format!(
             "server {:?} ({}, pool {})",
             server.fqdn, server.role, pool.fqdn
