@@ -1540,13 +1540,22 @@ async fn an_interrupted_assignment_is_resumed_or_held_as_its_journal_and_runbook
 
     // Restarted during `hello`, which is not idempotent: held for an operator, pool and all.
     // A step index past the end is as unknown.
-    for (name, step_index, expected) in [
+    // Each is settled by a different operator action.
+    for (name, step_index, expected, action, end_state) in [
         (
             "midstep",
             0,
             "its worker restarted during step hello of assignment",
+            "mark_failed",
+            "failed",
         ),
-        ("pastend", 7, "but it has 2 steps"),
+        (
+            "pastend",
+            7,
+            "but it has 2 steps",
+            "mark_succeeded",
+            "succeeded",
+        ),
     ] {
         let (id, fqdn, mut follower, first) = assigned_then_gone(&controller, name).await;
         let fqdns = [fqdn];
@@ -1573,14 +1582,14 @@ async fn an_interrupted_assignment_is_resumed_or_held_as_its_journal_and_runbook
             .resolve(v1::ResolveRequest {
                 rollout_id: id.clone(),
                 server: fqdns[0].clone(),
-                action: "mark_failed".to_string(),
+                action: action.to_string(),
             })
             .await
             .expect("resolve");
         follower.until("rollout_finished", None).await;
         assert_eq!(
             server(&controller.status(&id).await, &fqdns[0]).state,
-            "failed"
+            end_state
         );
         back.close().await;
     }
