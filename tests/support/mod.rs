@@ -550,7 +550,14 @@ impl Cluster {
             let mut controller = Proc::spawn(
                 &format!("controller-{attempt}"),
                 Command::new(&bins.controller)
-                    .args(["--listen", &listen, "--db", &db_url])
+                    .args([
+                        "--listen",
+                        &listen,
+                        "--db",
+                        &db_url,
+                        "--http",
+                        "127.0.0.1:0",
+                    ])
                     .current_dir(dir.path()),
                 dir.path(),
             );
@@ -604,7 +611,14 @@ impl Cluster {
         self.controller = Proc::spawn(
             &name,
             Command::new(&bins.controller)
-                .args(["--listen", &listen, "--db", &self.db_url])
+                .args([
+                    "--listen",
+                    &listen,
+                    "--db",
+                    &self.db_url,
+                    "--http",
+                    "127.0.0.1:0",
+                ])
                 .current_dir(self.dir.path()),
             self.dir.path(),
         );

@@ -2,6 +2,7 @@
 //! handlers take turns, and each change is committed to the event log before it is acted on.
 
 use crate::events::{EventLog, kind};
+use crate::metrics::Telemetry;
 use crate::run::{RolloutRun, RunState};
 use baton_core::fleet::{ServerId, is_valid_fqdn};
 use baton_core::rollout::plan_at;
@@ -13,10 +14,13 @@ use baton_core::{Fleet, Runbook};
 use baton_proto::v1;
 use baton_store::{NewRollout, StoreError};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+#[path = "observe.rs"]
+mod observe;
 #[path = "recover.rs"]
 mod recover;
 
@@ -51,6 +55,12 @@ pub struct Engine {
     next_connection: u64,
     rollouts: BTreeMap<i64, RolloutRun>,
     next_assignment: u64,
+    telemetry: Arc<Telemetry>,
+    /// When a server last left maintenance, until the starts it allows are sent (dispatch
+    /// latency).
+    slot_freed: Option<Instant>,
+    /// When each running step began, by rollout and server (step durations).
+    step_clock: HashMap<(i64, ServerId), Instant>,
 }
 
 /// The key of a worker in `Engine::workers`: FQDNs are case-insensitive (a Windows host often
@@ -65,8 +75,16 @@ fn store_error(err: StoreError) -> Status {
 }
 
 impl Engine {
-    pub fn new(log: EventLog, epoch: u64, worker_timeout: Duration) -> Self {
+    pub fn new(
+        log: EventLog,
+        epoch: u64,
+        worker_timeout: Duration,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Engine {
+            telemetry,
+            slot_freed: None,
+            step_clock: HashMap::new(),
             log,
             epoch,
             worker_timeout,
@@ -160,6 +178,7 @@ impl Engine {
             bound,
         );
         self.rollouts.insert(row.id, run);
+        self.observe_rollout_started(row.id);
         tracing::info!(rollout = row.id, "rollout started");
         self.drive(row.id, &[Event::Begin]).await?;
         Ok(row.id)
@@ -302,6 +321,7 @@ impl Engine {
         if matches!(event, Event::Resume | Event::Approve) {
             // The operator has seen why it stopped (a budget used up, the canary) and goes on.
             run.note = None;
+            run.at_risk.clear();
         }
         self.drive(id, &[event]).await?;
         self.status(&id.to_string())
@@ -411,6 +431,16 @@ impl Engine {
                 );
                 let exhausted = alert.level == BudgetLevel::Exhausted;
                 tracing::warn!(rollout = id, server = %name, "{text}");
+                let level = match alert.level {
+                    BudgetLevel::Half => "budget_50",
+                    BudgetLevel::Most => "budget_80",
+                    BudgetLevel::Exhausted => "resiliency_risk",
+                };
+                self.observe_watchdog(id, &pool, level);
+                if exhausted {
+                    let run = self.rollouts.get_mut(&id).expect("listed");
+                    run.at_risk.insert(alert.pool);
+                }
                 let event_kind = if exhausted {
                     kind::RESILIENCY_RISK
                 } else {
@@ -436,6 +466,7 @@ impl Engine {
                 }
             }
         }
+        self.publish_metrics();
         Ok(())
     }
 
@@ -469,6 +500,7 @@ impl Engine {
     /// committed as `server_started` before its assignment is sent.
     async fn drive(&mut self, id: i64, events: &[Event]) -> Result<(), Status> {
         let run = self.rollouts.get_mut(&id).expect("known rollout");
+        run.last_progress_ms = baton_store::now_ms();
         let now = run.now();
         let actions = run
             .scheduler
@@ -537,7 +569,9 @@ impl Engine {
         run.assignments.insert(assignment_id.clone(), server);
         let message = run.assignment(&assignment_id, server, self.epoch);
         match self.workers.get(&worker_key(&fqdn)) {
-            Some(link) if send(&link.tx, v1::controller_message::Body::Assignment(message)) => {}
+            Some(link) if send(&link.tx, v1::controller_message::Body::Assignment(message)) => {
+                self.observe_dispatch();
+            }
             _ => {
                 tracing::warn!(%fqdn, "no worker connected: the assignment waits for it");
                 run.undelivered.insert(server);
@@ -872,6 +906,7 @@ impl Engine {
                     .append(id, Some(&name), Some(&pool), kind::SERVER_FINISHED, detail)
                     .await
                     .map_err(store_error)?;
+                self.observe_server_finished(id, server, succeeded);
                 let run = self.rollouts.get_mut(&id).expect("known");
                 let event = run.server_finished(server, succeeded);
                 self.drive(id, &[event]).await?;
@@ -1060,6 +1095,7 @@ impl Engine {
                     .append(id, Some(&name), Some(&pool), kind::STEP_STARTED, detail)
                     .await
                     .map_err(store_error)?;
+                self.observe_step_started(id, server, &step, m.attempt);
                 let run = self.rollouts.get_mut(&id).expect("known");
                 run.current_step.insert(server, step);
                 // A back end's outage is timed from its first step.
@@ -1095,6 +1131,8 @@ impl Engine {
                     .append(id, Some(&name), Some(&pool), kind::STEP_FINISHED, detail)
                     .await
                     .map_err(store_error)?;
+                let succeeded = m.exit_code == 0 && !m.timed_out && m.error.is_empty();
+                self.observe_step_finished(id, server, &step, succeeded);
                 Ok(())
             }
             Body::AssignmentFinished(m) => {
@@ -1118,6 +1156,7 @@ impl Engine {
                     .append(id, Some(&name), Some(&pool), kind::SERVER_FINISHED, detail)
                     .await
                     .map_err(store_error)?;
+                self.observe_server_finished(id, server, m.succeeded);
                 let run = self.rollouts.get_mut(&id).expect("known");
                 run.assignments.remove(&m.assignment_id);
                 run.finished_assignments.insert(m.assignment_id.clone());

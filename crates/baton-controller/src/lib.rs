@@ -3,6 +3,8 @@
 
 mod engine;
 mod events;
+mod http;
+pub mod metrics;
 mod operator_service;
 mod run;
 mod server;

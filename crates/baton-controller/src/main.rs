@@ -4,7 +4,6 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +22,19 @@ struct Args {
     /// is recorded as lost. Humantime: "15s", "1m".
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     worker_timeout: std::time::Duration,
+    /// Address of the monitoring port: `/metrics` (Prometheus), `/healthz`, `/readyz`.
+    #[arg(long, default_value = "127.0.0.1:9411", env = "BATON_HTTP")]
+    http: SocketAddr,
+    /// Log lines on stderr as text or JSON (filter with RUST_LOG; default info). Traces go
+    /// over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -31,15 +43,18 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal, not in log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    let telemetry =
+        match baton_telemetry::init("baton-controller", args.log_format == LogFormat::Json) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let outcome = run(args).await;
+    telemetry.shutdown(std::time::Duration::from_secs(3)).await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -54,8 +69,13 @@ async fn run(args: Args) -> Result<()> {
         .context("cannot open the store")?;
     let options = baton_controller::Options {
         worker_timeout: args.worker_timeout,
+        http: Some(args.http),
+        otlp_metrics: true,
     };
     let controller = baton_controller::start_with(store, args.listen, options).await?;
+    if let Some(http) = controller.http_addr {
+        tracing::info!(addr = %http, "baton-controller metrics on http://{http}/metrics");
+    }
     tracing::info!(addr = %controller.addr, "baton-controller listening");
     tokio::signal::ctrl_c()
         .await

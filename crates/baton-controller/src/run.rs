@@ -71,6 +71,10 @@ pub struct RolloutRun {
     pub settled: Vec<bool>,
     /// Times back-end outages against their pools' budgets.
     pub watchdog: Watchdog,
+    /// Pools whose back end used up its budget, until an operator resumes (metrics).
+    pub at_risk: BTreeSet<baton_core::fleet::PoolId>,
+    /// Unix ms of the last progress: a start, a result, begin, resume, approve (metrics).
+    pub last_progress_ms: i64,
     /// Why the controller paused the rollout by itself (a budget used up), until resumed.
     pub note: Option<String>,
     names: ShortNames,
@@ -107,6 +111,8 @@ impl RolloutRun {
             finished_assignments: HashSet::new(),
             attention: HashMap::new(),
             resume_from: HashMap::new(),
+            at_risk: BTreeSet::new(),
+            last_progress_ms: baton_store::now_ms(),
             undelivered: BTreeSet::new(),
             current_step: HashMap::new(),
             settled: vec![false; servers],

@@ -31,13 +31,18 @@ pub enum ControllerError {
     Join(#[from] tokio::task::JoinError),
     #[error("the store: {0}")]
     Store(#[from] baton_store::StoreError),
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// A running controller.
 pub struct ControllerHandle {
     /// Where it listens (useful with port 0).
     pub addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if they are.
+    pub http_addr: Option<SocketAddr>,
     shutdown: oneshot::Sender<()>,
+    http_shutdown: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     watchdog: JoinHandle<()>,
 }
@@ -47,6 +52,10 @@ impl ControllerHandle {
     pub async fn shutdown(self) -> Result<(), ControllerError> {
         let _ = self.shutdown.send(());
         self.watchdog.abort();
+        if let Some((stop, task)) = self.http_shutdown {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         self.task.await??;
         Ok(())
     }
@@ -57,12 +66,18 @@ impl ControllerHandle {
 pub struct Options {
     /// A worker silent this long (no heartbeat, no report) is taken as lost.
     pub worker_timeout: std::time::Duration,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (`None`: not at all).
+    pub http: Option<SocketAddr>,
+    /// Also push metrics over OTLP (when `OTEL_*` names an endpoint).
+    pub otlp_metrics: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             worker_timeout: crate::engine::DEFAULT_WORKER_TIMEOUT,
+            http: None,
+            otlp_metrics: false,
         }
     }
 }
@@ -93,10 +108,14 @@ pub async fn start_with(
     // Fencing: this controller's assignments outrank every earlier controller's.
     let epoch = store.next_epoch().await?;
     tracing::info!(epoch, "controller epoch");
+    let telemetry = Arc::new(
+        crate::metrics::Telemetry::new(options.otlp_metrics).map_err(ControllerError::Metrics)?,
+    );
     let engine = Arc::new(Mutex::new(Engine::new(
         EventLog::new(store),
         epoch as u64,
         options.worker_timeout,
+        Arc::clone(&telemetry),
     )));
     // Rollouts a previous controller left unfinished are taken over before anyone connects.
     match engine.lock().await.recover().await {
@@ -117,6 +136,15 @@ pub async fn start_with(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    let (http_addr, http_shutdown) = match options.http {
+        Some(listen) => {
+            let (stop, stopped) = oneshot::channel();
+            let (addr, task) =
+                crate::http::serve(listen, telemetry.registry.clone(), stopped).await?;
+            (Some(addr), Some((stop, task)))
+        }
+        None => (None, None),
+    };
     let watchdog = tokio::spawn(watch_budgets(Arc::clone(&engine)));
     let router = Server::builder()
         .add_service(health_service)
@@ -134,6 +162,8 @@ pub async fn start_with(
     }));
     Ok(ControllerHandle {
         addr,
+        http_addr,
+        http_shutdown,
         shutdown,
         task,
         watchdog,

@@ -144,7 +144,11 @@ impl Controller {
 
     async fn start_with_timeout(url: &str, worker_timeout: Duration) -> Controller {
         let store = Store::connect(url).await.expect("store");
-        let options = baton_controller::Options { worker_timeout };
+        let options = baton_controller::Options {
+            worker_timeout,
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            otlp_metrics: false,
+        };
         let handle = baton_controller::start_with(store, "127.0.0.1:0".parse().unwrap(), options)
             .await
             .expect("controller starts");
@@ -1650,4 +1654,145 @@ async fn a_server_starts_only_inside_its_maintenance_window() {
         !kinds(&controller.events(&id).await).contains(&"server_started"),
         "a server started outside its window"
     );
+}
+
+// ---- Metrics -------------------------------------------------------------------------------
+
+/// `GET path` on the controller's monitoring port (HTTP/1.0: the answer ends with the
+/// connection).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut answer = String::new();
+    bounded("an HTTP answer", stream.read_to_string(&mut answer))
+        .await
+        .expect("answer");
+    answer
+}
+
+/// The value of the sample whose name and labels are exactly `series`.
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_follow_a_rollout_and_pass_promtool() {
+    let controller = Controller::start().await;
+    let http = controller.handle.http_addr.expect("a monitoring port");
+    assert!(http_get(http, "/healthz").await.starts_with("HTTP/1.0 200"));
+    assert!(http_get(http, "/readyz").await.starts_with("HTTP/1.0 200"));
+
+    let (toml, fqdns) = fleet("metrics", 2);
+    let (mut w1, _) = controller.worker(&fqdns[0]).await;
+    let (mut w2, _) = controller.worker(&fqdns[1]).await;
+    let id = controller
+        .apply("metrics.toml", &toml)
+        .await
+        .expect("apply");
+    let mut follower = controller.follow(&id).await;
+    let a1 = w1.assignment().await;
+    w1.complete(&a1, true).await;
+    let a2 = w2.assignment().await;
+    w2.complete(&a2, false).await;
+    follower.until("rollout_finished", None).await;
+
+    // The gauges' snapshot is refreshed by the watch loop (every 250 ms): wait for it.
+    let rollout = format!("rollout=\"{id}\"");
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = http_get(http, "/metrics").await;
+        if sample(
+            &text,
+            &format!("baton_rollout_state{{{rollout},state=\"finished\"}}"),
+        ) == Some(1.0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let expect = |series: String, value: f64| {
+        assert_eq!(sample(&body, &series), Some(value), "{series} in\n{body}");
+    };
+    expect(
+        format!("baton_servers{{{rollout},state=\"succeeded\"}}"),
+        1.0,
+    );
+    expect(format!("baton_servers{{{rollout},state=\"failed\"}}"), 1.0);
+    expect(format!("baton_servers{{{rollout},state=\"pending\"}}"), 0.0);
+    expect(format!("baton_rollout_progress_ratio{{{rollout}}}"), 1.0);
+    expect(format!("baton_rollout_eta_seconds{{{rollout}}}"), 0.0);
+    expect(
+        format!("baton_rollout_state{{{rollout},state=\"running\"}}"),
+        0.0,
+    );
+    expect("baton_workers_connected".to_string(), 2.0);
+    expect(
+        format!(
+            "baton_server_failures_total{{pool=\"{}\",{rollout}}}",
+            fqdns[1]
+        ),
+        1.0,
+    );
+    expect(
+        format!(
+            "baton_server_failures_total{{pool=\"{}\",{rollout}}}",
+            fqdns[0]
+        ),
+        0.0,
+    );
+    // Two steps per server, each finished once: four step durations.
+    let steps: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("baton_step_duration_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(steps, 4.0, "{body}");
+    assert_eq!(
+        sample(&body, "baton_dispatch_latency_seconds_count").unwrap_or(0.0),
+        1.0,
+        "se02 was dispatched when se01's slot freed: {body}"
+    );
+
+    // Lint-clean for Prometheus, when promtool is installed (CI installs it).
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut promtool) => {
+            use std::io::Write as _;
+            promtool
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(body.as_bytes())
+                .expect("feed promtool");
+            let out = promtool.wait_with_output().expect("promtool runs");
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success() && said.trim().is_empty(),
+                "promtool: {said}"
+            );
+        }
+        Err(err) => eprintln!("promtool not installed ({err}): lint skipped"),
+    }
 }

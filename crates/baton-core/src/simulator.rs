@@ -156,3 +156,61 @@ pub fn simulate_from(
         }
     }
 }
+
+/// When a rollout under way is expected to end, by the scheduler's own simulation of what
+/// remains: running servers end at their expected end (or now, if overdue), the rest start as
+/// the rules and windows allow, a pause is taken as lifted and a canary as approved now.
+/// `None` when the scheduler refuses its own replay (it cannot, but no panic for metrics).
+pub fn expected_end(scheduler: &Scheduler, now: Millis) -> Option<Millis> {
+    if scheduler.is_finished() {
+        return Some(now);
+    }
+    let mut scheduler = scheduler.clone();
+    let mut reports: BinaryHeap<Reverse<(Millis, ServerId)>> = BinaryHeap::new();
+    for (server, record) in scheduler.records().iter().enumerate() {
+        if let (Some(start), None) = (record.start, record.outcome) {
+            let end = start.saturating_add(scheduler.expected(server)).max(now);
+            reports.push(Reverse((end, server)));
+        }
+    }
+    let mut at = now;
+    let mut events = vec![Event::Resume];
+    // Each round finishes or starts at least one server, or approves once.
+    for _ in 0..=(4 * scheduler.records().len() + 8) {
+        for action in scheduler.handle_all(at, &events).ok()? {
+            match action {
+                Action::Start {
+                    server,
+                    expected_end,
+                } => reports.push(Reverse((expected_end, server))),
+                Action::Finished => return Some(at),
+            }
+        }
+        events.clear();
+        if let Some(opening) = scheduler.next_opening()
+            && reports
+                .peek()
+                .is_none_or(|&Reverse((end, _))| opening < end)
+        {
+            at = opening;
+            events.push(Event::Tick);
+            continue;
+        }
+        let Some(Reverse((end, _))) = reports.peek().copied() else {
+            if scheduler.awaiting_approval() {
+                events.push(Event::Approve);
+                continue;
+            }
+            return Some(at);
+        };
+        at = end;
+        while let Some(&Reverse((t, server))) = reports.peek() {
+            if t != at {
+                break;
+            }
+            reports.pop();
+            events.push(Event::Succeeded(server));
+        }
+    }
+    None
+}

@@ -82,6 +82,19 @@ impl Watchdog {
         self.watching[server] = None;
     }
 
+    /// The back ends being timed now: server, pool, how long it has been down, the budget.
+    pub fn outages(&self, now: Millis) -> Vec<(ServerId, PoolId, Millis, Millis)> {
+        self.watching
+            .iter()
+            .enumerate()
+            .filter_map(|(server, watch)| {
+                let (start, _) = (*watch)?;
+                let budget = self.budget[server]?;
+                Some((server, self.pool[server], now.saturating_sub(start), budget))
+            })
+            .collect()
+    }
+
     /// Notes that `level` was already reported for this outage (a restarted controller
     /// replaying its log must not report it again).
     pub fn already_reported(&mut self, server: ServerId, level: BudgetLevel) {

@@ -454,6 +454,11 @@ impl Scheduler {
         self.finished
     }
 
+    /// The expected duration the scheduler was given for `server`.
+    pub fn expected(&self, server: ServerId) -> Millis {
+        self.expected[server]
+    }
+
     /// What holds a pending server now (as of the last decision); for a started server, what
     /// it waited for.
     pub fn waiting_for(&self, server: ServerId) -> Option<Blocker> {

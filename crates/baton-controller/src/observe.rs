@@ -1,0 +1,168 @@
+//! What the engine tells the metrics: the gauges' snapshot (refreshed every watch round) and
+//! the event-driven counters and histograms.
+
+use super::Engine;
+use crate::metrics::{PoolOutage, RolloutView, SERVER_STATES, Snapshot};
+use crate::run::RunState;
+use baton_core::fleet::ServerId;
+use opentelemetry::KeyValue;
+
+impl Engine {
+    /// Rebuilds the gauges' snapshot from the engine's state.
+    pub(crate) fn publish_metrics(&self) {
+        let rollouts = self
+            .rollouts
+            .values()
+            .map(|run| {
+                let status = self.status(&run.id.to_string()).ok();
+                let mut servers = [0u64; 7];
+                let mut workers_lost = 0;
+                for server in status.iter().flat_map(|s| &s.servers) {
+                    if let Some(i) = SERVER_STATES.iter().position(|s| *s == server.state) {
+                        servers[i] += 1;
+                    }
+                    if server.state == "running" && !server.worker_connected {
+                        workers_lost += 1;
+                    }
+                }
+                let now = run.now();
+                let eta_seconds = if run.state.is_over() {
+                    0.0
+                } else {
+                    baton_core::simulator::expected_end(&run.scheduler, now)
+                        .map_or(0.0, |end| end.saturating_sub(now) as f64 / 1000.0)
+                };
+                let pools_in_maintenance = run
+                    .watchdog
+                    .outages(now)
+                    .into_iter()
+                    .map(|(_, pool, elapsed, budget)| PoolOutage {
+                        pool: run.fleet.pools[pool].fqdn.clone(),
+                        elapsed_seconds: elapsed as f64 / 1000.0,
+                        budget_seconds: budget as f64 / 1000.0,
+                    })
+                    .collect();
+                let state = match run.state {
+                    RunState::Paused if !run.at_risk.is_empty() => "resiliency_risk",
+                    RunState::Aborting => "aborted",
+                    other => other.as_str(),
+                };
+                RolloutView {
+                    id: run.id.to_string(),
+                    state,
+                    servers,
+                    eta_seconds,
+                    last_progress_unix_seconds: run.last_progress_ms as f64 / 1000.0,
+                    workers_lost,
+                    pools_in_maintenance,
+                    pools_at_risk: run
+                        .at_risk
+                        .iter()
+                        .map(|&pool| run.fleet.pools[pool].fqdn.clone())
+                        .collect(),
+                }
+            })
+            .collect();
+        self.telemetry.publish(Snapshot {
+            workers_connected: self.workers.len() as u64,
+            rollouts,
+        });
+    }
+
+    /// A step attempt began: time it; a retry is counted.
+    pub(crate) fn observe_step_started(
+        &mut self,
+        id: i64,
+        server: ServerId,
+        step: &str,
+        attempt: u32,
+    ) {
+        self.step_clock
+            .insert((id, server), std::time::Instant::now());
+        if attempt > 1 {
+            self.telemetry
+                .metrics
+                .step_retries
+                .add(1, &[KeyValue::new("step", step.to_string())]);
+        }
+    }
+
+    pub(crate) fn observe_step_finished(
+        &mut self,
+        id: i64,
+        server: ServerId,
+        step: &str,
+        succeeded: bool,
+    ) {
+        if let Some(began) = self.step_clock.remove(&(id, server)) {
+            let outcome = if succeeded { "succeeded" } else { "failed" };
+            self.telemetry.metrics.step_duration.record(
+                began.elapsed().as_secs_f64(),
+                &[
+                    KeyValue::new("step", step.to_string()),
+                    KeyValue::new("outcome", outcome),
+                ],
+            );
+        }
+    }
+
+    /// A server's result is in: failures are counted, a back end's outage is measured (before
+    /// the watchdog stops timing it), and the slot it frees starts the dispatch clock.
+    pub(crate) fn observe_server_finished(&mut self, id: i64, server: ServerId, succeeded: bool) {
+        let run = &self.rollouts[&id];
+        let pool = run.pool_fqdn(server).to_string();
+        if !succeeded {
+            self.telemetry.metrics.server_failures.add(
+                1,
+                &[
+                    KeyValue::new("rollout", id.to_string()),
+                    KeyValue::new("pool", pool),
+                ],
+            );
+        } else if let Some((_, _, elapsed, _)) = run
+            .watchdog
+            .outages(run.now())
+            .into_iter()
+            .find(|(s, ..)| *s == server)
+        {
+            self.telemetry
+                .metrics
+                .pool_outage
+                .record(elapsed as f64 / 1000.0, &[]);
+        }
+        self.slot_freed = Some(std::time::Instant::now());
+    }
+
+    /// An assignment was sent: how long since a slot freed.
+    pub(crate) fn observe_dispatch(&mut self) {
+        if let Some(freed) = self.slot_freed.take() {
+            self.telemetry
+                .metrics
+                .dispatch_latency
+                .record(freed.elapsed().as_secs_f64(), &[]);
+        }
+    }
+
+    pub(crate) fn observe_watchdog(&self, id: i64, pool: &str, level: &str) {
+        self.telemetry.metrics.watchdog_events.add(
+            1,
+            &[
+                KeyValue::new("rollout", id.to_string()),
+                KeyValue::new("pool", pool.to_string()),
+                KeyValue::new("kind", level.to_string()),
+            ],
+        );
+    }
+
+    /// Counters exist at 0 from the start, so a first failure shows as an increase.
+    pub(crate) fn observe_rollout_started(&self, id: i64) {
+        let run = &self.rollouts[&id];
+        for pool in &run.fleet.pools {
+            let labels = [
+                KeyValue::new("rollout", id.to_string()),
+                KeyValue::new("pool", pool.fqdn.clone()),
+            ];
+            self.telemetry.metrics.server_failures.add(0, &labels);
+        }
+    }
+}
