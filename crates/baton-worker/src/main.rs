@@ -1,13 +1,11 @@
 //! `baton-worker`: runs on every server, connects out to the Baton controller, runs the steps
 //! it is assigned.
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use baton_worker::{Executor, ShellExecutor, SimulateExecutor, WorkerConfig};
 use clap::{Parser, ValueEnum, builder::NonEmptyStringValueParser};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(name = "baton-worker", version, about)]
@@ -81,7 +79,8 @@ fn parse_time_scale(text: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format);
+    let telemetry = baton_telemetry::init("baton-worker", args.log_format == LogFormat::Json)
+        .context("baton-worker")?;
 
     let executor = match args.executor {
         ExecutorKind::Shell => Executor::Shell(ShellExecutor {
@@ -101,24 +100,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut config = WorkerConfig::new(args.controller, args.fqdn, executor);
     config.state_dir = Some(args.state_dir);
-    baton_worker::run(config, shutdown_signal())
-        .await
-        .context("baton-worker")?;
+    let outcome = baton_worker::run(config, shutdown_signal()).await;
     tracing::info!("baton-worker stopped");
+    telemetry.shutdown(std::time::Duration::from_secs(3)).await;
+    outcome.context("baton-worker")?;
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only for a person watching, not in a service log file.
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Ctrl-C, or (Unix) SIGTERM from a service manager.
