@@ -61,6 +61,8 @@ pub struct Engine {
     slot_freed: Option<Instant>,
     /// When each running step began, by rollout and server (step durations).
     step_clock: HashMap<(i64, ServerId), Instant>,
+    /// When the gauges' snapshot was last rebuilt (it simulates what remains: once a second).
+    published: Option<Instant>,
 }
 
 /// The key of a worker in `Engine::workers`: FQDNs are case-insensitive (a Windows host often
@@ -85,6 +87,7 @@ impl Engine {
             telemetry,
             slot_freed: None,
             step_clock: HashMap::new(),
+            published: None,
             log,
             epoch,
             worker_timeout,
@@ -466,7 +469,15 @@ impl Engine {
                 }
             }
         }
-        self.publish_metrics();
+        // Each rebuild simulates what remains of every rollout under the engine's lock: once a
+        // second is plenty for a 15 s scrape.
+        if self
+            .published
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.published = Some(Instant::now());
+            self.publish_metrics();
+        }
         Ok(())
     }
 
@@ -567,15 +578,10 @@ impl Engine {
             .await
             .map_err(store_error)?;
         run.assignments.insert(assignment_id.clone(), server);
-        let message = run.assignment(&assignment_id, server, self.epoch);
-        match self.workers.get(&worker_key(&fqdn)) {
-            Some(link) if send(&link.tx, v1::controller_message::Body::Assignment(message)) => {
-                self.observe_dispatch();
-            }
-            _ => {
-                tracing::warn!(%fqdn, "no worker connected: the assignment waits for it");
-                run.undelivered.insert(server);
-            }
+        if self.deliver(id, server, &assignment_id) {
+            self.observe_dispatch();
+        } else {
+            tracing::warn!(%fqdn, "no worker connected: the assignment waits for it");
         }
         Ok(())
     }
@@ -771,23 +777,24 @@ impl Engine {
         let index = at.step_index as usize;
         let step = steps
             .get(index)
-            .map(|step| (step.id.clone(), step.idempotent));
-        let verdict = match (index.cmp(&steps.len()), step.clone()) {
-            (std::cmp::Ordering::Greater, _) => Err(format!(
+            .map_or("end", |step| step.id.as_str())
+            .to_string();
+        let verdict = match steps.get(index) {
+            None if index > steps.len() => Err(format!(
                 "its worker restarted and reported assignment {assignment_id} stopped at step index {index}, but it has {} steps: its state is unknown and {pool} stays held",
                 steps.len()
             )),
             // Every step had succeeded; only the result was not recorded.
-            (_, None) => Ok(format!(
+            None => Ok(format!(
                 "its worker restarted after the last step of assignment {assignment_id} succeeded"
             )),
-            (_, Some((step, _))) if !at.step_started => Ok(format!(
+            Some(_) if !at.step_started => Ok(format!(
                 "its worker restarted before step {step} of assignment {assignment_id} began"
             )),
-            (_, Some((step, true))) => Ok(format!(
+            Some(s) if s.idempotent => Ok(format!(
                 "its worker restarted during step {step} of assignment {assignment_id}, which is idempotent: it runs again"
             )),
-            (_, Some((step, false))) => Err(format!(
+            Some(_) => Err(format!(
                 "its worker restarted during step {step} of assignment {assignment_id}, which is not idempotent: the step may have done part of its work, so {pool} stays held"
             )),
         };
@@ -795,7 +802,6 @@ impl Engine {
             Ok(why) => why,
             Err(why) => return self.hold_for_operator(id, server, assignment_id, why).await,
         };
-        let step = step.map_or_else(|| "end".to_string(), |(step, _)| step);
         self.log
             .append(
                 id,
@@ -809,13 +815,7 @@ impl Engine {
         tracing::info!(fqdn = %name, %assignment_id, index, "interrupted assignment resumed");
         let run = self.rollouts.get_mut(&id).expect("known rollout");
         run.resume_from.insert(server, at.step_index);
-        let message = run.assignment(assignment_id, server, self.epoch);
-        match self.workers.get(&worker_key(&name)) {
-            Some(link) if send(&link.tx, v1::controller_message::Body::Assignment(message)) => {}
-            _ => {
-                run.undelivered.insert(server);
-            }
-        }
+        self.deliver(id, server, assignment_id);
         Ok(())
     }
 
@@ -933,18 +933,23 @@ impl Engine {
             .map_err(store_error)?;
         let run = self.rollouts.get_mut(&id).expect("known");
         run.assignments.insert(assignment_id.clone(), server);
-        let message = run.assignment(&assignment_id, server, self.epoch);
-        match self.workers.get(&worker_key(&name)) {
-            Some(link) if send(&link.tx, v1::controller_message::Body::Assignment(message)) => {}
-            _ => {
-                self.rollouts
-                    .get_mut(&id)
-                    .expect("known")
-                    .undelivered
-                    .insert(server);
-            }
-        }
+        self.deliver(id, server, &assignment_id);
         Ok(())
+    }
+
+    /// Sends a server's assignment to its worker, or keeps it for when the worker connects.
+    /// True if it was sent.
+    fn deliver(&mut self, id: i64, server: ServerId, assignment_id: &str) -> bool {
+        let run = self.rollouts.get_mut(&id).expect("known rollout");
+        let message = run.assignment(assignment_id, server, self.epoch);
+        let sent = self
+            .workers
+            .get(&worker_key(run.fqdn(server)))
+            .is_some_and(|link| send(&link.tx, v1::controller_message::Body::Assignment(message)));
+        if !sent {
+            run.undelivered.insert(server);
+        }
+        sent
     }
 
     pub async fn gone(&mut self, fqdn: &str, connection: u64) {

@@ -119,12 +119,7 @@ impl Engine {
                     KeyValue::new("pool", pool),
                 ],
             );
-        } else if let Some((_, _, elapsed, _)) = run
-            .watchdog
-            .outages(run.now())
-            .into_iter()
-            .find(|(s, ..)| *s == server)
-        {
+        } else if let Some((elapsed, _)) = run.watchdog.outage(server, run.now()) {
             self.telemetry
                 .metrics
                 .pool_outage

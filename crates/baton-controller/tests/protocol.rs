@@ -1703,7 +1703,7 @@ async fn metrics_follow_a_rollout_and_pass_promtool() {
     w2.complete(&a2, false).await;
     follower.until("rollout_finished", None).await;
 
-    // The gauges' snapshot is refreshed by the watch loop (every 250 ms): wait for it.
+    // The gauges' snapshot is refreshed by the watch loop (once a second): wait for it.
     let rollout = format!("rollout=\"{id}\"");
     let mut text = String::new();
     for _ in 0..200 {

@@ -82,15 +82,18 @@ impl Watchdog {
         self.watching[server] = None;
     }
 
+    /// How long `server`'s outage has lasted, and its budget, if it is being timed.
+    pub fn outage(&self, server: ServerId, now: Millis) -> Option<(Millis, Millis)> {
+        let (start, _) = self.watching[server]?;
+        Some((now.saturating_sub(start), self.budget[server]?))
+    }
+
     /// The back ends being timed now: server, pool, how long it has been down, the budget.
     pub fn outages(&self, now: Millis) -> Vec<(ServerId, PoolId, Millis, Millis)> {
-        self.watching
-            .iter()
-            .enumerate()
-            .filter_map(|(server, watch)| {
-                let (start, _) = (*watch)?;
-                let budget = self.budget[server]?;
-                Some((server, self.pool[server], now.saturating_sub(start), budget))
+        (0..self.watching.len())
+            .filter_map(|server| {
+                let (elapsed, budget) = self.outage(server, now)?;
+                Some((server, self.pool[server], elapsed, budget))
             })
             .collect()
     }

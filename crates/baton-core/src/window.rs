@@ -222,14 +222,6 @@ fn hhmm(minutes: u16) -> String {
     format!("{:02}:{:02}", minutes / 60, minutes % 60)
 }
 
-/// Unix ms of a civil date and time in a zone, for tests and callers that think in local time.
-pub fn local_ms(time_zone: &str, date: Date, hour: i8, minute: i8) -> Option<i64> {
-    let zone = TimeZone::get(time_zone).ok()?;
-    let time = Time::new(hour, minute, 0, 0).ok()?;
-    let zoned = date.to_datetime(time).to_zoned_datetime(zone).ok()?;
-    Some(zoned.timestamp().as_millisecond())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +239,14 @@ mod tests {
         Windows(vec![
             Window::new(weekdays(), 22 * 60, 4 * 60, "Europe/Paris").unwrap(),
         ])
+    }
+
+    /// Unix ms of a civil date and time in a zone.
+    fn local_ms(time_zone: &str, date: Date, hour: i8, minute: i8) -> Option<i64> {
+        let zone = TimeZone::get(time_zone).ok()?;
+        let time = Time::new(hour, minute, 0, 0).ok()?;
+        let zoned = date.to_datetime(time).to_zoned_datetime(zone).ok()?;
+        Some(zoned.timestamp().as_millisecond())
     }
 
     fn paris(d: Date, h: i8, m: i8) -> i64 {

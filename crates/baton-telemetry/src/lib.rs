@@ -1,15 +1,11 @@
 //! Logs and traces for Baton's binaries, in one place:
 //! - logs on stderr as text or JSON lines (`--log-format`), filtered by `RUST_LOG`;
 //! - OpenTelemetry traces (and the controller's metrics) exported over OTLP/gRPC only when
-//!   the standard `OTEL_EXPORTER_OTLP_*ENDPOINT` variables say where; nothing otherwise;
-//! - W3C trace context carried in protobuf maps, so a worker's spans join the controller's
-//!   trace over the one long-lived stream.
+//!   the standard `OTEL_EXPORTER_OTLP_*ENDPOINT` variables say where; nothing otherwise.
 
 mod otlp;
-mod propagation;
 
 pub use otlp::{OtlpSignals, metric_reader, resource};
-pub use propagation::{inject, set_parent};
 
 use std::time::Duration;
 
@@ -34,9 +30,6 @@ pub struct Telemetry {
 /// `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` is set, spans over OTLP with `service` as the
 /// default `service.name` (`OTEL_SERVICE_NAME` wins). Call inside a Tokio runtime.
 pub fn init(service: &str, json: bool) -> Result<Telemetry, TelemetryError> {
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-    );
     let tracer_provider = if OtlpSignals::from_env().traces {
         Some(otlp::tracer_provider(resource(service))?)
     } else {

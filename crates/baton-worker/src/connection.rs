@@ -109,27 +109,29 @@ pub async fn run(
         report = report.with_journal(Arc::new(journal));
         recovered = found;
     }
-    let last = recovered.assignment_id().map(str::to_owned);
-    let (interrupted, last_finished) = match recovered {
-        Recovered::Nothing => (None, None),
-        Recovered::Finished(finished) => (
-            None,
-            Some(report::message(Body::AssignmentFinished(finished))),
-        ),
-        Recovered::Interrupted { at, .. } => (Some(at), None),
-    };
+    let mut runner = Runner::new(config.executor, report);
+    let mut last_finished = None;
+    match recovered {
+        Recovered::Nothing => {}
+        Recovered::Finished(finished) => {
+            runner = runner.recovered(finished.assignment_id.clone(), None);
+            last_finished = Some(report::message(Body::AssignmentFinished(finished)));
+        }
+        Recovered::Interrupted { assignment_id, at } => {
+            runner = runner.recovered(assignment_id, Some(at));
+        }
+    }
     let mut worker = Connection {
         endpoint,
         controller: config.controller,
         fqdn: config.fqdn,
         backoff: Backoff::new(config.backoff),
         attempt: 0,
-        runner: Runner::new(config.executor, report).recovered(last),
+        runner,
         outbox,
         pending: None,
         highest_epoch: 0,
         last_finished,
-        interrupted,
     };
     tokio::select! {
         never = worker.run_forever() => match never {},
@@ -156,9 +158,6 @@ struct Connection {
     /// The last `AssignmentFinished` handed to a stream, sent again on every new stream: a
     /// stream (or controller) that broke may have lost it, and the controller ignores repeats.
     last_finished: Option<WorkerMessage>,
-    /// Where the journal says the last assignment stopped when this process started; told to
-    /// the controller in every Hello until a new assignment starts.
-    interrupted: Option<baton_proto::v1::Interrupted>,
 }
 
 /// Why a stream ended.
@@ -228,7 +227,7 @@ impl Connection {
         let _ = tx.try_send(report::hello(
             &self.fqdn,
             self.runner.last(),
-            self.interrupted,
+            self.runner.interrupted(),
         ));
         if let Some(finished) = &self.last_finished {
             let _ = tx.try_send(finished.clone());
@@ -316,9 +315,7 @@ impl Connection {
                     return;
                 }
                 self.highest_epoch = assignment.epoch;
-                if self.runner.start(assignment) == crate::runner::Started::Running {
-                    self.interrupted = None;
-                }
+                self.runner.start(assignment);
             }
             Some(controller_message::Body::Cancel(cancel)) => {
                 if self.runner.cancel(&cancel.assignment_id).await {

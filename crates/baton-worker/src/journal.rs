@@ -66,17 +66,6 @@ pub enum Recovered {
     },
 }
 
-impl Recovered {
-    /// The assignment the journal names, if any.
-    pub fn assignment_id(&self) -> Option<&str> {
-        match self {
-            Recovered::Nothing => None,
-            Recovered::Finished(finished) => Some(&finished.assignment_id),
-            Recovered::Interrupted { assignment_id, .. } => Some(assignment_id),
-        }
-    }
-}
-
 /// The journal of one worker. Writes are synchronous and synced: they are few (a handful per
 /// step) and each must be on disk before the worker says anything about it.
 #[derive(Debug)]

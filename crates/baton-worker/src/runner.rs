@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use baton_proto::v1::Assignment;
+use baton_proto::v1::{Assignment, Interrupted};
 use tokio::task::JoinHandle;
 
 use crate::executor::Executor;
@@ -28,9 +28,9 @@ pub struct Runner {
     executor: Arc<Executor>,
     report: Reporter,
     current: Option<Running>,
-    /// The last assignment of an earlier run of this worker, from its journal, until a new one
-    /// is taken.
-    recovered: Option<String>,
+    /// The last assignment of an earlier run of this worker, from its journal, and where a
+    /// restart interrupted it, until a new assignment is taken.
+    recovered: Option<(String, Option<Interrupted>)>,
 }
 
 struct Running {
@@ -49,11 +49,17 @@ impl Runner {
         }
     }
 
-    /// Names `assignment_id` (from the journal of an earlier run) as the last assignment
-    /// until a new one arrives.
-    pub fn recovered(mut self, assignment_id: Option<String>) -> Self {
-        self.recovered = assignment_id;
+    /// Names `assignment_id` (from the journal of an earlier run) as the last assignment, and
+    /// where it was interrupted, until a new one arrives.
+    pub fn recovered(mut self, assignment_id: String, interrupted: Option<Interrupted>) -> Self {
+        self.recovered = Some((assignment_id, interrupted));
         self
+    }
+
+    /// Where the journal of an earlier run says the last assignment stopped, until a new
+    /// assignment starts.
+    pub fn interrupted(&self) -> Option<Interrupted> {
+        self.recovered.as_ref().and_then(|(_, at)| *at)
     }
 
     /// The id of the assignment now running, if any.
@@ -81,7 +87,7 @@ impl Runner {
         self.current
             .as_ref()
             .map(|running| running.id.as_str())
-            .or(self.recovered.as_deref())
+            .or(self.recovered.as_ref().map(|(id, _)| id.as_str()))
     }
 
     /// Starts `assignment` in the background, unless one already runs.
