@@ -510,11 +510,25 @@ impl Event {
     }
 }
 
+/// `baton-controller --listen LISTEN --db DB --http 127.0.0.1:0` with `env` added.
+fn controller_command(listen: &str, db_url: &str, dir: &Path, env: &[(String, String)]) -> Command {
+    let mut command = Command::new(&bins().controller);
+    command
+        .args(["--listen", listen, "--db", db_url, "--http", "127.0.0.1:0"])
+        .current_dir(dir);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
 pub struct Cluster {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     pub db_url: String,
     controller: Proc,
+    /// Extra environment for every controller this cluster starts (restarts included).
+    controller_env: Vec<(String, String)>,
     workers: Vec<(String, Proc)>,
     /// Dropped after the processes: a schema is dropped once nothing uses it.
     _schema: Option<PgSchema>,
@@ -525,7 +539,19 @@ impl Cluster {
     /// A controller on a fresh database of `backend`, ready to answer. `None` when the
     /// backend is PostgreSQL and no test server is configured (the test is then skipped).
     pub fn start(test: &str, backend: Backend) -> Option<Cluster> {
-        let bins = bins();
+        Cluster::start_with_env(test, backend, &[])
+    }
+
+    /// [`Cluster::start`] with extra environment for the controller (`OTEL_*`, say).
+    pub fn start_with_env(
+        test: &str,
+        backend: Backend,
+        controller_env: &[(&str, &str)],
+    ) -> Option<Cluster> {
+        let controller_env: Vec<(String, String)> = controller_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let (schema, db_url, dir) = match backend {
             Backend::Sqlite => {
                 let dir = TempDir::new(&format!("{test}-sqlite"));
@@ -549,16 +575,7 @@ impl Cluster {
             let listen = format!("127.0.0.1:{port}");
             let mut controller = Proc::spawn(
                 &format!("controller-{attempt}"),
-                Command::new(&bins.controller)
-                    .args([
-                        "--listen",
-                        &listen,
-                        "--db",
-                        &db_url,
-                        "--http",
-                        "127.0.0.1:0",
-                    ])
-                    .current_dir(dir.path()),
+                &mut controller_command(&listen, &db_url, dir.path(), &controller_env),
                 dir.path(),
             );
             let ready = wait_until("the controller to listen", TIMEOUT, || {
@@ -577,6 +594,7 @@ impl Cluster {
                         url: format!("http://{listen}"),
                         db_url,
                         controller,
+                        controller_env,
                         workers: Vec::new(),
                         _schema: schema,
                         dir,
@@ -601,25 +619,50 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// The controller's Prometheus endpoint, `http://127.0.0.1:PORT/metrics`, as it logged it
+    /// (it binds `--http 127.0.0.1:0`).
+    pub fn metrics_url(&self) -> String {
+        let stderr = self.controller.stderr();
+        let marker = "metrics on ";
+        let at = stderr
+            .find(marker)
+            .unwrap_or_else(|| panic!("the controller did not log its metrics address:\n{stderr}"));
+        stderr[at + marker.len()..]
+            .split_whitespace()
+            .next()
+            .expect("an address after the marker")
+            .to_string()
+    }
+
+    /// The controller's stderr so far.
+    pub fn controller_stderr(&self) -> String {
+        self.controller.stderr()
+    }
+
+    /// Stops the controller with SIGTERM (a clean shutdown: it flushes its telemetry) and
+    /// waits for it to exit.
+    pub fn stop_controller(&mut self) -> ExitStatus {
+        self.controller.signal(libc::SIGTERM);
+        let controller = &mut self.controller;
+        wait_until("the controller to exit", TIMEOUT, || controller.exited())
+    }
+
+    /// Stops a worker with SIGTERM and waits for it to exit.
+    pub fn stop_worker(&mut self, index: usize) -> ExitStatus {
+        let worker = &mut self.workers[index].1;
+        worker.signal(libc::SIGTERM);
+        wait_until("the worker to exit", TIMEOUT, || worker.exited())
+    }
+
     /// SIGKILLs the controller (a crash: nothing is flushed or closed) and starts a new one on
     /// the same address and database; returns once it answers.
     pub fn crash_and_restart_controller(&mut self, round: usize) {
         self.controller.kill();
         let listen = self.url.trim_start_matches("http://").to_string();
-        let bins = bins();
         let name = format!("controller-restart-{round}");
         self.controller = Proc::spawn(
             &name,
-            Command::new(&bins.controller)
-                .args([
-                    "--listen",
-                    &listen,
-                    "--db",
-                    &self.db_url,
-                    "--http",
-                    "127.0.0.1:0",
-                ])
-                .current_dir(self.dir.path()),
+            &mut controller_command(&listen, &self.db_url, self.dir.path(), &self.controller_env),
             self.dir.path(),
         );
         let controller = &mut self.controller;

@@ -4,6 +4,7 @@
 use crate::events::{EventLog, kind};
 use crate::metrics::Telemetry;
 use crate::run::{RolloutRun, RunState};
+use crate::spans::AttemptResult;
 use baton_core::fleet::{ServerId, is_valid_fqdn};
 use baton_core::rollout::plan_at;
 use baton_core::scheduler::{Action, Event, Outcome, Scheduler, Strategy};
@@ -15,7 +16,7 @@ use baton_proto::v1;
 use baton_store::{NewRollout, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -63,6 +64,8 @@ pub struct Engine {
     step_clock: HashMap<(i64, ServerId), Instant>,
     /// When the gauges' snapshot was last rebuilt (it simulates what remains: once a second).
     published: Option<Instant>,
+    /// Whether rollouts record their traces (OTLP traces are exported).
+    traces: bool,
 }
 
 /// The key of a worker in `Engine::workers`: FQDNs are case-insensitive (a Windows host often
@@ -88,6 +91,7 @@ impl Engine {
             slot_freed: None,
             step_clock: HashMap::new(),
             published: None,
+            traces: false,
             log,
             epoch,
             worker_timeout,
@@ -101,6 +105,17 @@ impl Engine {
 
     pub fn log(&self) -> &EventLog {
         &self.log
+    }
+
+    /// Record each rollout's trace from now on (rollouts taken over included).
+    pub fn set_traces(&mut self, traces: bool) {
+        self.traces = traces;
+    }
+
+    /// The tracer a new rollout's trace is built with, if traces are on.
+    fn tracer(&self) -> Option<opentelemetry::global::BoxedTracer> {
+        self.traces
+            .then(|| opentelemetry::global::tracer("baton-controller"))
     }
 
     fn active_rollout_of(&self, fqdn: &str) -> Option<(i64, ServerId)> {
@@ -179,10 +194,12 @@ impl Engine {
             row.created_at_ms,
             makespan,
             bound,
+            self.tracer(),
         );
+        let trace_id = run.trace.trace_id().map(tracing::field::display);
         self.rollouts.insert(row.id, run);
         self.observe_rollout_started(row.id);
-        tracing::info!(rollout = row.id, "rollout started");
+        tracing::info!(rollout = row.id, trace_id, "rollout started");
         self.drive(row.id, &[Event::Begin]).await?;
         Ok(row.id)
     }
@@ -638,6 +655,7 @@ impl Engine {
             .await
             .map_err(store_error)?;
         run.mark_ended(end_state);
+        run.trace.end(end_state.as_str(), SystemTime::now());
         tracing::info!(rollout = id, state = end_state.as_str(), "rollout ended");
         Ok(())
     }
@@ -845,6 +863,12 @@ impl Engine {
             .await
             .map_err(store_error)?;
         let run = self.rollouts.get_mut(&id).expect("known rollout");
+        run.trace.assignment_ended(
+            assignment_id,
+            "needs_attention",
+            Some(&detail),
+            SystemTime::now(),
+        );
         run.assignments.remove(assignment_id);
         run.finished_assignments.insert(assignment_id.to_string());
         run.current_step.remove(&server);
@@ -1102,6 +1126,14 @@ impl Engine {
                     .map_err(store_error)?;
                 self.observe_step_started(id, server, &step, m.attempt);
                 let run = self.rollouts.get_mut(&id).expect("known");
+                let info = run.server_info(server);
+                run.trace.step_started(
+                    &m.assignment_id,
+                    &info,
+                    (m.step_index, &step),
+                    m.attempt,
+                    SystemTime::now(),
+                );
                 run.current_step.insert(server, step);
                 // A back end's outage is timed from its first step.
                 let now = run.now();
@@ -1138,6 +1170,21 @@ impl Engine {
                     .map_err(store_error)?;
                 let succeeded = m.exit_code == 0 && !m.timed_out && m.error.is_empty();
                 self.observe_step_finished(id, server, &step, succeeded);
+                let run = self.rollouts.get_mut(&id).expect("known");
+                let info = run.server_info(server);
+                let result = AttemptResult {
+                    attempt: m.attempt,
+                    exit_code: m.exit_code,
+                    timed_out: m.timed_out,
+                    error: &m.error,
+                };
+                run.trace.step_finished(
+                    &m.assignment_id,
+                    &info,
+                    (m.step_index, &step),
+                    result,
+                    SystemTime::now(),
+                );
                 Ok(())
             }
             Body::AssignmentFinished(m) => {
@@ -1163,6 +1210,13 @@ impl Engine {
                     .map_err(store_error)?;
                 self.observe_server_finished(id, server, m.succeeded);
                 let run = self.rollouts.get_mut(&id).expect("known");
+                let (outcome, failure) = if m.succeeded {
+                    ("succeeded", None)
+                } else {
+                    ("failed", Some(m.detail.as_str()))
+                };
+                run.trace
+                    .assignment_ended(&m.assignment_id, outcome, failure, SystemTime::now());
                 run.assignments.remove(&m.assignment_id);
                 run.finished_assignments.insert(m.assignment_id.clone());
                 let event = run.server_finished(server, m.succeeded);

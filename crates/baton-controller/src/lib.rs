@@ -8,6 +8,7 @@ pub mod metrics;
 mod operator_service;
 mod run;
 mod server;
+mod spans;
 mod worker_service;
 
 pub use server::{ControllerHandle, Options, start, start_with};

@@ -52,7 +52,7 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    let outcome = run(args).await;
+    let outcome = run(args, telemetry.traces()).await;
     telemetry.shutdown(std::time::Duration::from_secs(3)).await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,7 +63,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<()> {
+async fn run(args: Args, traces: bool) -> Result<()> {
     let store = baton_store::Store::connect(&args.db)
         .await
         .context("cannot open the store")?;
@@ -71,15 +71,14 @@ async fn run(args: Args) -> Result<()> {
         worker_timeout: args.worker_timeout,
         http: Some(args.http),
         otlp_metrics: true,
+        traces,
     };
     let controller = baton_controller::start_with(store, args.listen, options).await?;
     if let Some(http) = controller.http_addr {
         tracing::info!(addr = %http, "baton-controller metrics on http://{http}/metrics");
     }
     tracing::info!(addr = %controller.addr, "baton-controller listening");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    baton_telemetry::shutdown_signal().await;
     tracing::info!("shutting down");
     controller.shutdown().await?;
     Ok(())

@@ -7,6 +7,7 @@
 use super::{Engine, prepare, store_error};
 use crate::events::kind;
 use crate::run::{RolloutRun, RunState};
+use crate::spans::at_ms;
 use baton_core::fleet::ServerId;
 use baton_core::scheduler::{Action, Event, Scheduler, Strategy};
 use baton_core::time::Millis;
@@ -47,7 +48,11 @@ impl Engine {
                     if finished {
                         self.finish(id).await?;
                     }
-                    tracing::info!(rollout = id, "rollout taken over after a restart");
+                    let trace_id = self.rollouts[&id]
+                        .trace
+                        .trace_id()
+                        .map(tracing::field::display);
+                    tracing::info!(rollout = id, trace_id, "rollout taken over after a restart");
                     resumed.push(id);
                 }
                 Err(Unexplained(why)) => {
@@ -92,6 +97,7 @@ impl Engine {
             row.created_at_ms,
             u64::try_from(row.planned_makespan_ms).unwrap_or(0),
             u64::try_from(row.lower_bound_ms).unwrap_or(0),
+            self.tracer(),
         );
         // Decided by the scheduler, not yet found in the log: server -> expected end.
         let mut decided: BTreeMap<ServerId, Millis> = BTreeMap::new();
@@ -146,6 +152,7 @@ impl Engine {
                         .and_then(|rest| rest.split(',').next())
                         .ok_or_else(|| Unexplained(format!("event {}: no assignment id", e.seq)))?;
                     run.assignments.insert(assignment.to_string(), server);
+                    run.trace.assignment_began(assignment, at_ms(e.at_ms));
                 }
                 kind::STEP_STARTED => {
                     let server = server_of(&run, e)?;
@@ -174,6 +181,10 @@ impl Engine {
                         .filter(|(_, s)| **s == server)
                         .map(|(a, _)| a.clone())
                         .collect();
+                    for assignment in &done {
+                        run.trace
+                            .assignment_ended(assignment, "replayed", None, at_ms(e.at_ms));
+                    }
                     run.finished_assignments.extend(done);
                     run.assignments.retain(|_, s| *s != server);
                     let event = run.server_finished(server, e.detail == "succeeded");
@@ -188,6 +199,8 @@ impl Engine {
                         .map(|(a, _)| a.clone())
                         .collect();
                     for assignment in lost {
+                        run.trace
+                            .assignment_ended(&assignment, "replayed", None, at_ms(e.at_ms));
                         run.assignments.remove(&assignment);
                         run.finished_assignments.insert(assignment);
                     }
@@ -207,6 +220,7 @@ impl Engine {
                         .strip_prefix("assignment ")
                         .ok_or_else(|| Unexplained(format!("event {}: no assignment id", e.seq)))?;
                     run.assignments.insert(assignment.to_string(), server);
+                    run.trace.assignment_began(assignment, at_ms(e.at_ms));
                 }
                 kind::SERVER_RESUMED => {
                     let server = server_of(&run, e)?;

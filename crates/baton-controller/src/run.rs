@@ -1,6 +1,7 @@
 //! One rollout in flight: its fleet, rendered workload and scheduler, plus what the controller
 //! tracks around them (assignments, delivery, the step each server is on).
 
+use crate::spans::{RolloutTrace, ServerInfo};
 use baton_core::Fleet;
 use baton_core::fleet::ServerId;
 use baton_core::report::{ShortNames, explain};
@@ -11,7 +12,7 @@ use baton_core::watchdog::Watchdog;
 use baton_core::workload::Workload;
 use baton_proto::v1;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
@@ -77,6 +78,8 @@ pub struct RolloutRun {
     pub last_progress_ms: i64,
     /// Why the controller paused the rollout by itself (a budget used up), until resumed.
     pub note: Option<String>,
+    /// Its trace: spans recorded as its servers and steps go.
+    pub trace: RolloutTrace,
     names: ShortNames,
 }
 
@@ -91,8 +94,10 @@ impl RolloutRun {
         created_at_ms: i64,
         planned_makespan_ms: Millis,
         lower_bound_ms: Millis,
+        tracer: Option<opentelemetry::global::BoxedTracer>,
     ) -> Self {
         let servers = fleet.servers.len();
+        let trace = RolloutTrace::new(tracer, id, &fleet.name, servers, created_at_ms);
         let names = ShortNames::new(&fleet);
         let watchdog = Watchdog::new(&fleet);
         RolloutRun {
@@ -118,6 +123,7 @@ impl RolloutRun {
             settled: vec![false; servers],
             watchdog,
             note: None,
+            trace,
             names,
         }
     }
@@ -168,21 +174,44 @@ impl RolloutRun {
         self.fleet.server_by_fqdn(fqdn)
     }
 
-    /// The message that hands a server's steps to its worker.
-    pub fn assignment(&self, assignment_id: &str, server: ServerId, epoch: u64) -> v1::Assignment {
+    /// What the trace says about a server.
+    pub fn server_info(&self, server: ServerId) -> ServerInfo {
+        ServerInfo {
+            fqdn: self.fqdn(server).to_string(),
+            pool: self.pool_fqdn(server).to_string(),
+            role: self.fleet.servers[server].role.as_str(),
+        }
+    }
+
+    /// The message that hands a server's steps to its worker, each with its span's context.
+    pub fn assignment(
+        &mut self,
+        assignment_id: &str,
+        server: ServerId,
+        epoch: u64,
+    ) -> v1::Assignment {
+        let info = self.server_info(server);
+        let contexts = self.trace.step_contexts(
+            assignment_id,
+            &info,
+            self.workload.steps[server].len(),
+            SystemTime::now(),
+        );
         v1::Assignment {
             assignment_id: assignment_id.to_string(),
             rollout_id: self.id.to_string(),
             shell: self.shell.as_str().to_string(),
             steps: self.workload.steps[server]
                 .iter()
-                .map(|step| v1::Step {
+                .zip(contexts)
+                .map(|(step, trace_context)| v1::Step {
                     id: step.id.clone(),
                     command: step.command.clone(),
                     timeout_ms: step.timeout,
                     retries: step.retries,
                     gate_interval_ms: step.gate_interval.unwrap_or(0),
                     idempotent: step.idempotent,
+                    trace_context,
                 })
                 .collect(),
             expected_duration_ms: self.workload.expected[server],

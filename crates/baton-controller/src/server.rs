@@ -45,7 +45,13 @@ pub struct ControllerHandle {
     http_shutdown: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     watchdog: JoinHandle<()>,
+    engine: Arc<Mutex<Engine>>,
+    telemetry: Arc<crate::metrics::Telemetry>,
 }
+
+/// How long a shutdown waits for the last OTLP metric push (a collector that never answers
+/// must not hold it).
+const METRICS_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl ControllerHandle {
     /// Stops accepting work and waits for the server to close.
@@ -57,6 +63,15 @@ impl ControllerHandle {
             let _ = task.await;
         }
         self.task.await??;
+        // The final state goes out over OTLP, while the runtime can still drive the export.
+        self.engine.lock().await.publish_metrics();
+        let provider = self.telemetry.provider.clone();
+        let (done, flushed) = oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = provider.shutdown_with_timeout(METRICS_FLUSH_LIMIT);
+            let _ = done.send(());
+        });
+        let _ = tokio::time::timeout(METRICS_FLUSH_LIMIT, flushed).await;
         Ok(())
     }
 }
@@ -70,6 +85,9 @@ pub struct Options {
     pub http: Option<SocketAddr>,
     /// Also push metrics over OTLP (when `OTEL_*` names an endpoint).
     pub otlp_metrics: bool,
+    /// Record each rollout's trace (`rollout` → `server.update` → `step`) on the global
+    /// tracer provider, and send each step's trace context to its worker.
+    pub traces: bool,
 }
 
 impl Default for Options {
@@ -78,6 +96,7 @@ impl Default for Options {
             worker_timeout: crate::engine::DEFAULT_WORKER_TIMEOUT,
             http: None,
             otlp_metrics: false,
+            traces: false,
         }
     }
 }
@@ -117,6 +136,7 @@ pub async fn start_with(
         options.worker_timeout,
         Arc::clone(&telemetry),
     )));
+    engine.lock().await.set_traces(options.traces);
     // Rollouts a previous controller left unfinished are taken over before anyone connects.
     match engine.lock().await.recover().await {
         Ok(resumed) if !resumed.is_empty() => tracing::info!(?resumed, "rollouts taken over"),
@@ -152,7 +172,9 @@ pub async fn start_with(
         .add_service(WorkerServiceServer::new(WorkerGrpc {
             engine: Arc::clone(&engine),
         }))
-        .add_service(OperatorServiceServer::new(OperatorGrpc { engine }));
+        .add_service(OperatorServiceServer::new(OperatorGrpc {
+            engine: Arc::clone(&engine),
+        }));
     let (shutdown, stop) = oneshot::channel::<()>();
     // `serve_with_incoming` ignores `Server::tcp_nodelay`: without it set here, Nagle's
     // algorithm holds back small writes (an assignment, an event) on accepted connections.
@@ -167,6 +189,8 @@ pub async fn start_with(
         shutdown,
         task,
         watchdog,
+        engine,
+        telemetry,
     })
 }
 

@@ -148,6 +148,7 @@ impl Controller {
             worker_timeout,
             http: Some("127.0.0.1:0".parse().unwrap()),
             otlp_metrics: false,
+            traces: false,
         };
         let handle = baton_controller::start_with(store, "127.0.0.1:0".parse().unwrap(), options)
             .await

@@ -3,9 +3,13 @@
 //! - OpenTelemetry traces (and the controller's metrics) exported over OTLP/gRPC only when
 //!   the standard `OTEL_EXPORTER_OTLP_*ENDPOINT` variables say where; nothing otherwise.
 
+mod ids;
 mod otlp;
+mod signal;
 
+pub use ids::{ReservableIds, with_ids};
 pub use otlp::{OtlpSignals, metric_reader, resource};
+pub use signal::shutdown_signal;
 
 use std::time::Duration;
 
@@ -31,7 +35,11 @@ pub struct Telemetry {
 /// default `service.name` (`OTEL_SERVICE_NAME` wins). Call inside a Tokio runtime.
 pub fn init(service: &str, json: bool) -> Result<Telemetry, TelemetryError> {
     let tracer_provider = if OtlpSignals::from_env().traces {
-        Some(otlp::tracer_provider(resource(service))?)
+        let provider = otlp::tracer_provider(resource(service))?;
+        // Also the global one: spans built with the OpenTelemetry API (the controller's, which
+        // outlive any tracing span) go to the same exporter.
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        Some(provider)
     } else {
         None
     };
@@ -65,6 +73,11 @@ pub fn init(service: &str, json: bool) -> Result<Telemetry, TelemetryError> {
 }
 
 impl Telemetry {
+    /// Whether spans are exported (an OTLP traces endpoint is configured).
+    pub fn traces(&self) -> bool {
+        self.tracer_provider.is_some()
+    }
+
     /// Flushes the spans still queued, giving up after `limit` (a collector that accepts
     /// connections but never answers must not hold a shutdown).
     pub async fn shutdown(self, limit: Duration) {
@@ -88,4 +101,22 @@ fn otel_filter() -> EnvFilter {
     EnvFilter::new(
         "info,h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off",
     )
+}
+
+/// Makes `span` a child of the W3C trace context in `carrier` (`traceparent`, `tracestate`), as
+/// received from another process. Call before the span is first entered. Without a valid
+/// context, or without trace export, the span stays as it was.
+pub fn set_parent_from_map(
+    span: &tracing::Span,
+    carrier: &std::collections::HashMap<String, String>,
+) {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(carrier);
+    if parent.span().span_context().is_valid()
+        && let Err(err) = span.set_parent(parent)
+    {
+        tracing::debug!(%err, "trace context not applied");
+    }
 }

@@ -71,6 +71,7 @@ pub(crate) fn tracer_provider(resource: Resource) -> Result<SdkTracerProvider, T
         .map_err(|e| TelemetryError(format!("OTLP span exporter: {e}")))?;
     Ok(SdkTracerProvider::builder()
         .with_resource(resource)
+        .with_id_generator(crate::ReservableIds::default())
         .with_batch_exporter(exporter)
         .build())
 }

@@ -9,6 +9,8 @@ use baton_proto::v1::{Assignment, Step};
 use crate::process::{self, AttemptOutcome};
 use crate::report::Reporter;
 use crate::shell;
+use crate::trace::{self, LastAttempt};
+use tracing::Instrument as _;
 
 /// How assignments are carried out.
 #[derive(Debug, Clone)]
@@ -59,39 +61,51 @@ impl ShellExecutor {
     async fn run(&self, assignment: &Assignment, report: &Reporter) -> Result<(), String> {
         let id = &assignment.assignment_id;
         for (index, step) in remaining_steps(assignment) {
-            if step.gate_interval_ms > 0 {
-                self.gate(&assignment.shell, step, id, index, report)
-                    .await?;
-                continue;
-            }
-            let attempts = step.retries.saturating_add(1);
-            let mut outcome = AttemptOutcome::Exited(0);
-            for attempt in 1..=attempts {
-                report
-                    .step_started(id, index, attempt)
-                    .map_err(|err| not_started(step, &err))?;
-                tracing::info!(assignment = %id, step = %step.id, attempt, "step started");
-                outcome = self
-                    .attempt(
-                        &assignment.shell,
-                        step,
-                        id,
-                        index,
-                        report,
-                        step_timeout(step),
-                    )
-                    .await;
-                report.step_finished(id, index, attempt, &outcome);
-                tracing::info!(assignment = %id, step = %step.id, attempt, ?outcome, "step finished");
-                if outcome.succeeded() {
-                    break;
-                }
-            }
-            if !outcome.succeeded() {
-                return Err(failure_detail(step, &outcome));
-            }
+            let span = trace::step_span(id, index, step);
+            let mut last = LastAttempt::default();
+            let result = if step.gate_interval_ms > 0 {
+                self.gate(&assignment.shell, step, id, index, report, &mut last)
+                    .instrument(span.clone())
+                    .await
+            } else {
+                self.step(&assignment.shell, step, id, index, report, &mut last)
+                    .instrument(span.clone())
+                    .await
+            };
+            trace::record_end(&span, &last, &result);
+            result?;
         }
         Ok(())
+    }
+
+    /// One step, with its retries.
+    async fn step(
+        &self,
+        shell_name: &str,
+        step: &Step,
+        id: &str,
+        index: u32,
+        report: &Reporter,
+        last: &mut LastAttempt,
+    ) -> Result<(), String> {
+        let attempts = step.retries.saturating_add(1);
+        let mut outcome = AttemptOutcome::Exited(0);
+        for attempt in 1..=attempts {
+            report
+                .step_started(id, index, attempt)
+                .map_err(|err| not_started(step, &err))?;
+            tracing::info!(assignment = %id, step = %step.id, attempt, "step started");
+            outcome = self
+                .attempt(shell_name, step, id, index, report, step_timeout(step))
+                .await;
+            report.step_finished(id, index, attempt, &outcome);
+            last.set(attempt, &outcome);
+            tracing::info!(assignment = %id, step = %step.id, attempt, ?outcome, "step finished");
+            if outcome.succeeded() {
+                return Ok(());
+            }
+        }
+        Err(failure_detail(step, &outcome))
     }
 
     /// A health gate: tries the command every `gate_interval_ms` until it succeeds, within the
@@ -103,6 +117,7 @@ impl ShellExecutor {
         id: &str,
         index: u32,
         report: &Reporter,
+        last: &mut LastAttempt,
     ) -> Result<(), String> {
         let interval = Duration::from_millis(step.gate_interval_ms);
         let deadline = step_timeout(step).map(|timeout| tokio::time::Instant::now() + timeout);
@@ -118,6 +133,7 @@ impl ShellExecutor {
                 .attempt(shell_name, step, id, index, report, remaining)
                 .await;
             report.step_finished(id, index, attempt, &outcome);
+            last.set(attempt, &outcome);
             tracing::info!(assignment = %id, step = %step.id, attempt, ?outcome, "gate tried");
             if outcome.succeeded() {
                 return Ok(());
@@ -220,15 +236,26 @@ impl SimulateExecutor {
         let id = &assignment.assignment_id;
         let per_step = self.step_duration(assignment);
         for (index, step) in remaining_steps(assignment) {
-            report
-                .step_started(id, index, 1)
-                .map_err(|err| not_started(step, &err))?;
-            tracing::info!(assignment = %id, step = %step.id, ?per_step, "simulating step");
-            // A zero sleep still waits for the timer's next 1 ms tick: skip it.
-            if !per_step.is_zero() {
-                tokio::time::sleep(per_step).await;
+            let span = trace::step_span(id, index, step);
+            let mut last = LastAttempt::default();
+            let result = async {
+                report
+                    .step_started(id, index, 1)
+                    .map_err(|err| not_started(step, &err))?;
+                tracing::info!(assignment = %id, step = %step.id, ?per_step, "simulating step");
+                // A zero sleep still waits for the timer's next 1 ms tick: skip it.
+                if !per_step.is_zero() {
+                    tokio::time::sleep(per_step).await;
+                }
+                let outcome = AttemptOutcome::Exited(0);
+                report.step_finished(id, index, 1, &outcome);
+                last.set(1, &outcome);
+                Ok(())
             }
-            report.step_finished(id, index, 1, &AttemptOutcome::Exited(0));
+            .instrument(span.clone())
+            .await;
+            trace::record_end(&span, &last, &result);
+            result?;
         }
         Ok(())
     }
@@ -264,6 +291,7 @@ mod tests {
             retries: 0,
             gate_interval_ms: 0,
             idempotent: false,
+            ..Default::default()
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`shell`]: the command line for a runbook shell (`sh`, `powershell`).
 //! - [`report`]: builds the messages the worker sends.
 //! - [`backoff`]: reconnect delays.
+//! - `trace`: each step's span, a child of the controller's.
 
 pub mod backoff;
 pub mod connection;
@@ -20,6 +21,7 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod shell;
+mod trace;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -100,38 +100,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut config = WorkerConfig::new(args.controller, args.fqdn, executor);
     config.state_dir = Some(args.state_dir);
-    let outcome = baton_worker::run(config, shutdown_signal()).await;
+    let outcome = baton_worker::run(config, baton_telemetry::shutdown_signal()).await;
     tracing::info!("baton-worker stopped");
     telemetry.shutdown(std::time::Duration::from_secs(3)).await;
     outcome.context("baton-worker")?;
     Ok(())
-}
-
-/// Ctrl-C, or (Unix) SIGTERM from a service manager.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

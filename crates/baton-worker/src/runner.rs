@@ -191,6 +191,7 @@ mod tests {
                 retries: 0,
                 gate_interval_ms: 0,
                 idempotent: false,
+                ..Default::default()
             }],
             expected_duration_ms: 60_000,
             epoch: 0,

@@ -230,6 +230,7 @@ fn sh_step(id: &str, command: &str) -> Step {
         retries: 0,
         gate_interval_ms: 0,
         idempotent: false,
+        trace_context: Default::default(),
     }
 }
 

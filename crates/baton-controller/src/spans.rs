@@ -1,0 +1,405 @@
+//! A rollout's trace: `rollout` → `server.update` (one per assignment) → `step`, and under each
+//! `step` the worker's own span, which names the step span as its parent through the W3C
+//! context sent with the step.
+//!
+//! Every id is derived from the rollout (its store id, creation time and fleet name) and the
+//! assignment, so a step's span id is known when the step is handed to the worker, before it
+//! starts; and a controller that takes a rollout over after a restart gives the spans it
+//! finishes the ids the workers already hold. A span is therefore built only when it ends, with
+//! its recorded start: nothing half-done is exported by a controller that stops mid-rollout.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{
+    Event, Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags,
+    TraceId, TraceState, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+/// What a `server.update` span says about its server.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub fqdn: String,
+    pub pool: String,
+    pub role: &'static str,
+}
+
+/// One step attempt's result, as the worker reported it.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptResult<'a> {
+    pub attempt: u32,
+    pub exit_code: i32,
+    pub timed_out: bool,
+    /// Why the command could not start; empty if it ran.
+    pub error: &'a str,
+}
+
+impl AttemptResult<'_> {
+    fn succeeded(&self) -> bool {
+        self.exit_code == 0 && !self.timed_out && self.error.is_empty()
+    }
+}
+
+struct StepSpan {
+    index: u32,
+    id: String,
+    started: SystemTime,
+    attempt: u32,
+    exit_code: Option<i32>,
+    failure: Option<String>,
+    events: Vec<Event>,
+}
+
+struct ServerSpan {
+    span_id: SpanId,
+    started: SystemTime,
+    info: ServerInfo,
+    step: Option<StepSpan>,
+}
+
+pub struct RolloutTrace {
+    /// None: traces are not exported, and nothing is recorded.
+    tracer: Option<BoxedTracer>,
+    trace_id: TraceId,
+    rollout_span: SpanId,
+    started: SystemTime,
+    attributes: Vec<KeyValue>,
+    /// Open `server.update` spans by assignment id.
+    servers: HashMap<String, ServerSpan>,
+    /// When assignments began, from the event log of a rollout taken over after a restart.
+    began: HashMap<String, SystemTime>,
+}
+
+/// Unix milliseconds as a time stamp.
+pub fn at_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// 64 well-mixed bits of `parts` (FNV-1a, then the SplitMix64 finaliser): stable across
+/// builds and platforms, unlike std's hasher, so a restarted controller derives the same ids.
+fn mix(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
+/// A span id from `parts`; never the invalid all-zero id.
+fn span_id(parts: &[&[u8]]) -> SpanId {
+    SpanId::from(mix(parts).max(1))
+}
+
+impl RolloutTrace {
+    pub fn new(
+        tracer: Option<BoxedTracer>,
+        rollout: i64,
+        fleet_name: &str,
+        servers: usize,
+        created_at_ms: i64,
+    ) -> Self {
+        let (id, created) = (rollout.to_le_bytes(), created_at_ms.to_le_bytes());
+        let high = mix(&[b"trace-high", &id, &created, fleet_name.as_bytes()]);
+        let low = mix(&[b"trace-low", &id, &created, fleet_name.as_bytes()]).max(1);
+        let trace_id = TraceId::from((u128::from(high) << 64) | u128::from(low));
+        RolloutTrace {
+            tracer,
+            trace_id,
+            rollout_span: span_id(&[b"rollout", &trace_id.to_bytes()]),
+            started: at_ms(created_at_ms),
+            attributes: vec![
+                KeyValue::new("baton.rollout", rollout),
+                KeyValue::new("baton.fleet", fleet_name.to_string()),
+                KeyValue::new("baton.servers", i64::try_from(servers).unwrap_or(i64::MAX)),
+            ],
+            servers: HashMap::new(),
+            began: HashMap::new(),
+        }
+    }
+
+    /// The trace id, for logs (`None` when traces are off).
+    pub fn trace_id(&self) -> Option<TraceId> {
+        self.tracer.is_some().then_some(self.trace_id)
+    }
+
+    fn server_span_id(&self, assignment_id: &str) -> SpanId {
+        span_id(&[
+            b"server",
+            &self.trace_id.to_bytes(),
+            assignment_id.as_bytes(),
+        ])
+    }
+
+    fn step_span_id(&self, assignment_id: &str, index: u32) -> SpanId {
+        span_id(&[
+            b"step",
+            &self.trace_id.to_bytes(),
+            assignment_id.as_bytes(),
+            &index.to_le_bytes(),
+        ])
+    }
+
+    /// Replay: `assignment_id` began at `at` (so its span, built later, starts there).
+    pub fn assignment_began(&mut self, assignment_id: &str, at: SystemTime) {
+        if self.tracer.is_some() {
+            self.began.insert(assignment_id.to_string(), at);
+        }
+    }
+
+    fn server(
+        &mut self,
+        assignment_id: &str,
+        info: &ServerInfo,
+        now: SystemTime,
+    ) -> &mut ServerSpan {
+        let span_id = self.server_span_id(assignment_id);
+        let started = self.began.remove(assignment_id).unwrap_or(now);
+        self.servers
+            .entry(assignment_id.to_string())
+            .or_insert_with(|| ServerSpan {
+                span_id,
+                started,
+                info: info.clone(),
+                step: None,
+            })
+    }
+
+    /// The W3C context of each step's span, in step order, to send with the assignment; empty
+    /// maps when traces are off.
+    pub fn step_contexts(
+        &mut self,
+        assignment_id: &str,
+        info: &ServerInfo,
+        steps: usize,
+        now: SystemTime,
+    ) -> Vec<HashMap<String, String>> {
+        if self.tracer.is_none() {
+            return vec![HashMap::new(); steps];
+        }
+        self.server(assignment_id, info, now);
+        let propagator = TraceContextPropagator::new();
+        (0..steps)
+            .map(|index| {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                let context = self.remote(self.step_span_id(assignment_id, index));
+                let mut carrier = HashMap::new();
+                propagator.inject_context(&context, &mut carrier);
+                carrier
+            })
+            .collect()
+    }
+
+    /// A step attempt began. A new step ends the one before it.
+    pub fn step_started(
+        &mut self,
+        assignment_id: &str,
+        info: &ServerInfo,
+        (index, step_id): (u32, &str),
+        attempt: u32,
+        now: SystemTime,
+    ) {
+        if self.tracer.is_none() {
+            return;
+        }
+        let server = self.server(assignment_id, info, now);
+        if server.step.as_ref().is_some_and(|step| step.index == index) {
+            return;
+        }
+        let previous = server.step.replace(StepSpan {
+            index,
+            id: step_id.to_string(),
+            started: now,
+            attempt,
+            exit_code: None,
+            failure: None,
+            events: Vec::new(),
+        });
+        if let Some(previous) = previous {
+            self.emit_step(assignment_id, previous, now);
+        }
+    }
+
+    /// A step attempt ended; a success ends the step's span, a failure waits for a retry or
+    /// the assignment's end.
+    pub fn step_finished(
+        &mut self,
+        assignment_id: &str,
+        info: &ServerInfo,
+        (index, step_id): (u32, &str),
+        result: AttemptResult<'_>,
+        now: SystemTime,
+    ) {
+        if self.tracer.is_none() {
+            return;
+        }
+        let server = self.server(assignment_id, info, now);
+        if server.step.as_ref().is_none_or(|step| step.index != index) {
+            // Its start was seen by a controller that has since restarted.
+            self.step_started(assignment_id, info, (index, step_id), result.attempt, now);
+        }
+        let server = self.servers.get_mut(assignment_id).expect("made above");
+        let step = server.step.as_mut().expect("made above");
+        step.attempt = result.attempt;
+        step.exit_code = Some(result.exit_code);
+        step.failure = (!result.succeeded()).then(|| {
+            if result.timed_out {
+                "timed out".to_string()
+            } else if !result.error.is_empty() {
+                format!("could not start: {}", result.error)
+            } else {
+                format!("exit {}", result.exit_code)
+            }
+        });
+        step.events.push(Event::new(
+            "attempt finished",
+            now,
+            vec![
+                KeyValue::new("step.attempt", i64::from(result.attempt)),
+                KeyValue::new("step.exit_code", i64::from(result.exit_code)),
+                KeyValue::new("step.timed_out", result.timed_out),
+            ],
+            0,
+        ));
+        if result.succeeded() {
+            let step = server.step.take().expect("made above");
+            self.emit_step(assignment_id, step, now);
+        }
+    }
+
+    /// The assignment ended: `outcome` is `succeeded`, `failed`, `needs_attention`, ...;
+    /// `failure` says why it did not succeed.
+    pub fn assignment_ended(
+        &mut self,
+        assignment_id: &str,
+        outcome: &str,
+        failure: Option<&str>,
+        now: SystemTime,
+    ) {
+        self.began.remove(assignment_id);
+        let Some(mut server) = self.servers.remove(assignment_id) else {
+            return;
+        };
+        if let Some(step) = server.step.take() {
+            self.emit_step(assignment_id, step, now);
+        }
+        let attributes = vec![
+            KeyValue::new("server.fqdn", server.info.fqdn),
+            KeyValue::new("pool", server.info.pool),
+            KeyValue::new("role", server.info.role),
+            KeyValue::new("assignment.id", assignment_id.to_string()),
+            KeyValue::new("outcome", outcome.to_string()),
+        ];
+        self.emit(Emit {
+            name: "server.update",
+            parent: Some(self.rollout_span),
+            id: server.span_id,
+            start: server.started,
+            end: now,
+            attributes,
+            events: Vec::new(),
+            failure: failure.map(str::to_string),
+        });
+    }
+
+    /// The rollout ended in `state`: its open assignments (abandoned) and its own span end.
+    pub fn end(&mut self, state: &str, now: SystemTime) {
+        let open: Vec<String> = self.servers.keys().cloned().collect();
+        for assignment_id in open {
+            self.assignment_ended(&assignment_id, "unfinished", Some("the rollout ended"), now);
+        }
+        let mut attributes = self.attributes.clone();
+        attributes.push(KeyValue::new("baton.rollout.state", state.to_string()));
+        self.emit(Emit {
+            name: "rollout",
+            parent: None,
+            id: self.rollout_span,
+            start: self.started,
+            end: now,
+            attributes,
+            events: Vec::new(),
+            failure: (state != "finished").then(|| format!("rollout {state}")),
+        });
+    }
+
+    fn emit_step(&self, assignment_id: &str, step: StepSpan, now: SystemTime) {
+        let mut attributes = vec![
+            KeyValue::new("step.id", step.id),
+            KeyValue::new("step.index", i64::from(step.index)),
+            KeyValue::new("step.attempt", i64::from(step.attempt)),
+        ];
+        if let Some(code) = step.exit_code {
+            attributes.push(KeyValue::new("step.exit_code", i64::from(code)));
+        }
+        let failure = match (step.exit_code, step.failure) {
+            (None, _) => Some("ended before the worker reported a result".to_string()),
+            (Some(_), failure) => failure,
+        };
+        self.emit(Emit {
+            name: "step",
+            parent: Some(self.server_span_id(assignment_id)),
+            id: self.step_span_id(assignment_id, step.index),
+            start: step.started,
+            end: now,
+            attributes,
+            events: step.events,
+            failure,
+        });
+    }
+
+    /// A context whose (remote) current span is `span` of this trace.
+    fn remote(&self, span: SpanId) -> Context {
+        Context::new().with_remote_span_context(SpanContext::new(
+            self.trace_id,
+            span,
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::NONE,
+        ))
+    }
+
+    fn emit(&self, span: Emit) {
+        let Some(tracer) = &self.tracer else {
+            return;
+        };
+        let parent = span.parent.map_or_else(Context::new, |id| self.remote(id));
+        let builder = tracer
+            .span_builder(span.name)
+            .with_kind(SpanKind::Internal)
+            .with_start_time(span.start)
+            .with_attributes(span.attributes)
+            .with_events(span.events);
+        let root_trace = span.parent.is_none().then_some(self.trace_id);
+        let mut built = baton_telemetry::with_ids(root_trace, span.id, || {
+            tracer.build_with_context(builder, &parent)
+        });
+        if let Some(failure) = span.failure {
+            built.set_status(Status::error(failure));
+        } else {
+            built.set_status(Status::Ok);
+        }
+        built.end_with_timestamp(span.end.max(span.start));
+    }
+}
+
+/// A finished span, ready to be built.
+struct Emit {
+    name: &'static str,
+    parent: Option<SpanId>,
+    id: SpanId,
+    start: SystemTime,
+    end: SystemTime,
+    attributes: Vec<KeyValue>,
+    events: Vec<Event>,
+    failure: Option<String>,
+}
