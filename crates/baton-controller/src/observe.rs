@@ -159,5 +159,16 @@ impl Engine {
             ];
             self.telemetry.metrics.server_failures.add(0, &labels);
         }
+        let steps: std::collections::BTreeSet<&str> = run
+            .workload
+            .steps
+            .iter()
+            .flatten()
+            .map(|step| step.id.as_str())
+            .collect();
+        for step in steps {
+            let labels = [KeyValue::new("step", step.to_string())];
+            self.telemetry.metrics.step_retries.add(0, &labels);
+        }
     }
 }

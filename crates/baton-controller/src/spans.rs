@@ -403,3 +403,227 @@ struct Emit {
     events: Vec<Event>,
     failure: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+
+    struct Recorder {
+        provider: SdkTracerProvider,
+        exporter: InMemorySpanExporter,
+    }
+
+    impl Recorder {
+        fn new() -> Self {
+            let exporter = InMemorySpanExporter::default();
+            let provider = SdkTracerProvider::builder()
+                .with_id_generator(baton_telemetry::ReservableIds::default())
+                .with_simple_exporter(exporter.clone())
+                .build();
+            Recorder { provider, exporter }
+        }
+
+        fn trace(&self) -> RolloutTrace {
+            let tracer = BoxedTracer::new(Box::new(self.provider.tracer("test")));
+            RolloutTrace::new(Some(tracer), 7, "contoso", 2, 1_700_000_000_000)
+        }
+
+        fn spans(&self) -> Vec<SpanData> {
+            self.exporter.get_finished_spans().expect("in-memory spans")
+        }
+    }
+
+    fn attr(span: &SpanData, key: &str) -> Option<opentelemetry::Value> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.clone())
+    }
+
+    fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
+        spans.iter().filter(|s| s.name == name).collect()
+    }
+
+    fn be01() -> ServerInfo {
+        ServerInfo {
+            fqdn: "be01.contoso.com".into(),
+            pool: "pool1.contoso.com".into(),
+            role: "backend",
+        }
+    }
+
+    fn t(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+    }
+
+    fn ok(attempt: u32) -> AttemptResult<'static> {
+        AttemptResult {
+            attempt,
+            exit_code: 0,
+            timed_out: false,
+            error: "",
+        }
+    }
+
+    fn exited(attempt: u32, exit_code: i32) -> AttemptResult<'static> {
+        AttemptResult {
+            exit_code,
+            ..ok(attempt)
+        }
+    }
+
+    /// The span id a `traceparent` names.
+    fn parent_in(carrier: &HashMap<String, String>) -> SpanContext {
+        TraceContextPropagator::new()
+            .extract(carrier)
+            .span()
+            .span_context()
+            .clone()
+    }
+
+    #[test]
+    fn steps_are_children_of_their_server_and_the_worker_gets_their_ids() {
+        let recorder = Recorder::new();
+        let mut trace = recorder.trace();
+        let contexts = trace.step_contexts("7-1-1", &be01(), 2, t(0));
+        assert_eq!(contexts.len(), 2);
+        trace.step_started("7-1-1", &be01(), (0, "stop"), 1, t(1));
+        trace.step_finished("7-1-1", &be01(), (0, "stop"), ok(1), t(2));
+        trace.step_started("7-1-1", &be01(), (1, "install"), 1, t(2));
+        trace.step_finished("7-1-1", &be01(), (1, "install"), exited(1, 1603), t(3));
+        trace.step_started("7-1-1", &be01(), (1, "install"), 2, t(4));
+        trace.step_finished("7-1-1", &be01(), (1, "install"), ok(2), t(5));
+        trace.assignment_ended("7-1-1", "succeeded", None, t(6));
+        trace.end("finished", t(7));
+
+        let spans = recorder.spans();
+        let rollout = named(&spans, "rollout")[0];
+        let server = named(&spans, "server.update")[0];
+        let steps = named(&spans, "step");
+        assert_eq!(spans.len(), 4);
+        assert_eq!(rollout.parent_span_id, SpanId::INVALID);
+        assert_eq!(rollout.span_context.trace_id(), trace.trace_id);
+        assert_eq!(server.parent_span_id, rollout.span_context.span_id());
+        assert_eq!(attr(server, "server.fqdn"), Some("be01.contoso.com".into()));
+        assert_eq!(attr(server, "pool"), Some("pool1.contoso.com".into()));
+        assert_eq!(attr(server, "role"), Some("backend".into()));
+        assert_eq!((server.start_time, server.end_time), (t(0), t(6)));
+        for (index, step) in steps.iter().enumerate() {
+            assert_eq!(step.parent_span_id, server.span_context.span_id());
+            // The context sent to the worker names this very span.
+            let sent = parent_in(&contexts[index]);
+            assert_eq!(sent.span_id(), step.span_context.span_id());
+            assert_eq!(sent.trace_id(), trace.trace_id);
+            assert!(sent.is_sampled());
+            assert_eq!(step.status, Status::Ok);
+        }
+        let install = steps[1];
+        assert_eq!(attr(install, "step.id"), Some("install".into()));
+        assert_eq!(attr(install, "step.attempt"), Some(2.into()));
+        assert_eq!(attr(install, "step.exit_code"), Some(0.into()));
+        assert_eq!((install.start_time, install.end_time), (t(2), t(5)));
+        assert_eq!(install.events.len(), 2, "one event per attempt");
+    }
+
+    #[test]
+    fn a_failed_step_marks_its_span_and_its_server_in_error() {
+        let recorder = Recorder::new();
+        let mut trace = recorder.trace();
+        trace.step_contexts("7-1-1", &be01(), 1, t(0));
+        trace.step_started("7-1-1", &be01(), (0, "install"), 1, t(1));
+        trace.step_finished("7-1-1", &be01(), (0, "install"), exited(1, 1603), t(2));
+        trace.assignment_ended("7-1-1", "failed", Some("step install exited 1603"), t(3));
+        trace.end("finished", t(4));
+        let spans = recorder.spans();
+        let step = named(&spans, "step")[0];
+        assert_eq!(step.status, Status::error("exit 1603"));
+        assert_eq!(attr(step, "step.exit_code"), Some(1603.into()));
+        let server = named(&spans, "server.update")[0];
+        assert_eq!(server.status, Status::error("step install exited 1603"));
+        assert_eq!(attr(server, "outcome"), Some("failed".into()));
+    }
+
+    #[test]
+    fn a_step_cut_short_and_an_unfinished_rollout_are_errors() {
+        let recorder = Recorder::new();
+        let mut trace = recorder.trace();
+        trace.step_contexts("7-1-1", &be01(), 2, t(0));
+        trace.step_started("7-1-1", &be01(), (0, "install"), 1, t(1));
+        trace.end("aborted", t(2));
+        let spans = recorder.spans();
+        assert_eq!(spans.len(), 3);
+        let step = named(&spans, "step")[0];
+        assert!(
+            matches!(step.status, Status::Error { .. }),
+            "{:?}",
+            step.status
+        );
+        assert_eq!(
+            attr(named(&spans, "server.update")[0], "outcome"),
+            Some("unfinished".into())
+        );
+        let rollout = named(&spans, "rollout")[0];
+        assert_eq!(rollout.status, Status::error("rollout aborted"));
+    }
+
+    #[test]
+    fn a_restarted_controller_finishes_the_same_spans() {
+        let recorder = Recorder::new();
+        let mut before = recorder.trace();
+        let contexts = before.step_contexts("7-1-1", &be01(), 2, t(0));
+        before.step_started("7-1-1", &be01(), (0, "stop"), 1, t(1));
+        before.step_finished("7-1-1", &be01(), (0, "stop"), ok(1), t(2));
+        before.step_started("7-1-1", &be01(), (1, "install"), 1, t(2));
+        // The controller dies here: nothing more of `before` is exported.
+        drop(before);
+
+        let mut after = recorder.trace();
+        after.assignment_began("7-1-1", t(0));
+        after.step_finished("7-1-1", &be01(), (1, "install"), ok(1), t(5));
+        after.assignment_ended("7-1-1", "succeeded", None, t(6));
+        after.end("finished", t(7));
+
+        let spans = recorder.spans();
+        assert_eq!(spans.len(), 4, "nothing unfinished was exported twice");
+        let server = named(&spans, "server.update")[0];
+        assert_eq!(server.start_time, t(0), "its start comes from the log");
+        let install = named(&spans, "step")
+            .into_iter()
+            .find(|s| attr(s, "step.id") == Some("install".into()))
+            .expect("install");
+        assert_eq!(install.parent_span_id, server.span_context.span_id());
+        assert_eq!(
+            parent_in(&contexts[1]).span_id(),
+            install.span_context.span_id(),
+            "the worker's parent, sent by the first controller, is the span the second ends"
+        );
+        let traces: std::collections::HashSet<TraceId> =
+            spans.iter().map(|s| s.span_context.trace_id()).collect();
+        assert_eq!(traces.len(), 1);
+    }
+
+    #[test]
+    fn without_a_tracer_nothing_is_recorded_or_sent() {
+        let mut trace = RolloutTrace::new(None, 7, "contoso", 1, 0);
+        let contexts = trace.step_contexts("7-1-1", &be01(), 3, t(0));
+        assert_eq!(contexts, vec![HashMap::new(); 3]);
+        trace.step_started("7-1-1", &be01(), (0, "stop"), 1, t(1));
+        assert!(trace.servers.is_empty());
+        assert_eq!(trace.trace_id(), None);
+    }
+
+    #[test]
+    fn ids_differ_between_rollouts_and_assignments() {
+        let a = RolloutTrace::new(None, 1, "contoso", 1, 5);
+        let b = RolloutTrace::new(None, 2, "contoso", 1, 5);
+        assert_ne!(a.trace_id, b.trace_id);
+        assert_ne!(a.server_span_id("1-1-1"), a.server_span_id("1-1-2"));
+        assert_ne!(a.step_span_id("1-1-1", 0), a.step_span_id("1-1-1", 1));
+        assert_eq!(
+            a.step_span_id("1-1-1", 0),
+            RolloutTrace::new(None, 1, "contoso", 1, 5).step_span_id("1-1-1", 0)
+        );
+    }
+}
