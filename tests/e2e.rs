@@ -915,7 +915,7 @@ fn bad_input_over_the_wire(backend: Backend) {
         || {
             cluster
                 .worker_stderr(stranger_worker)
-                .contains("controller does not know this worker")
+                .contains("no rollout includes this worker yet")
                 .then_some(())
         },
     );

@@ -57,7 +57,7 @@ fn read(path: &Option<PathBuf>, builtin: (&str, &str)) -> Result<(String, String
     }
 }
 
-pub fn run(args: DemoArgs) -> Result<()> {
+pub fn run(args: DemoArgs, log_format: baton_telemetry::LogFormat) -> Result<()> {
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
         bail!("--seconds must be a positive number, not {}", args.seconds);
     }
@@ -65,10 +65,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(demo(args))
+    runtime.block_on(async {
+        // Only warnings by default: the demo's own output is the show. With an OTLP endpoint
+        // set, the rollout's trace (controller and workers alike) goes out too.
+        let telemetry = baton_telemetry::init("baton-demo", log_format, "warn")?;
+        let outcome = demo(args, telemetry.traces()).await;
+        telemetry.shutdown(Duration::from_secs(3)).await;
+        outcome
+    })
 }
 
-async fn demo(args: DemoArgs) -> Result<()> {
+async fn demo(args: DemoArgs, traces: bool) -> Result<()> {
     let (fleet_name, fleet_text) = read(&args.fleet, EXAMPLE_FLEET)?;
     let (runbook_name, runbook_text) = read(&args.runbook, SFB_RUNBOOK)?;
     // Validate and plan locally first, to scale time and to explain what is about to happen.
@@ -90,10 +97,17 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let store = baton_store::Store::connect(&db_url)
         .await
         .context("cannot open the demo database")?;
-    let controller =
-        baton_controller::start(store, "127.0.0.1:0".parse().expect("a socket address"))
-            .await
-            .context("cannot start the controller")?;
+    let options = baton_controller::Options {
+        traces,
+        ..baton_controller::Options::default()
+    };
+    let controller = baton_controller::start_with(
+        store,
+        "127.0.0.1:0".parse().expect("a socket address"),
+        options,
+    )
+    .await
+    .context("cannot start the controller")?;
     let url = format!("http://{}", controller.addr);
     println!(
         "Baton demo: fleet {} ({} servers in {} pools), runbook {}, planned {} (lower bound {}), played {:.0}× faster",

@@ -31,6 +31,10 @@ struct Cli {
         default_value = operator::DEFAULT_CONTROLLER
     )]
     controller: String,
+    /// Log lines on stderr as text or JSON: the warnings of `baton demo`'s in-process
+    /// controller and workers (RUST_LOG for more). Other commands print results, not logs.
+    #[arg(long, global = true, value_enum, default_value_t = baton_telemetry::LogFormat::Text)]
+    log_format: baton_telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -187,7 +191,7 @@ fn run(cli: Cli) -> Result<()> {
                 &table::Heading::simulate(&loaded, &config),
             )
         }
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => demo::run(args, cli.log_format),
         Command::Operator(command) => operator::run(&cli.controller, command),
     }
 }

@@ -1,6 +1,7 @@
 //! `baton-controller`: serves workers and operators on one gRPC port, over a durable store.
 
 use anyhow::{Context, Result};
+use baton_telemetry::LogFormat;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -31,12 +32,6 @@ struct Args {
     log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     baton_core::time::parse_positive_duration(text).map(std::time::Duration::from_millis)
 }
@@ -44,14 +39,13 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let telemetry =
-        match baton_telemetry::init("baton-controller", args.log_format == LogFormat::Json) {
-            Ok(telemetry) => telemetry,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let telemetry = match baton_telemetry::init("baton-controller", args.log_format, "info") {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = run(args, telemetry.traces()).await;
     telemetry.shutdown(std::time::Duration::from_secs(3)).await;
     match outcome {

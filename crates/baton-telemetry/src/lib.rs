@@ -24,16 +24,31 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 #[error("telemetry: {0}")]
 pub struct TelemetryError(String);
 
+/// How log lines are written on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 /// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
 #[derive(Debug)]
 pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
 }
 
-/// Installs the global subscriber: logs on stderr (`json` or text) and, when
-/// `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` is set, spans over OTLP with `service` as the
-/// default `service.name` (`OTEL_SERVICE_NAME` wins). Call inside a Tokio runtime.
-pub fn init(service: &str, json: bool) -> Result<Telemetry, TelemetryError> {
+/// Installs the global subscriber: logs on stderr in `format`, filtered by `RUST_LOG` or else
+/// `default_filter` (`"info"`), and, when `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` is set,
+/// spans over OTLP with `service` as the default `service.name` (`OTEL_SERVICE_NAME` wins).
+/// Call inside a Tokio runtime.
+pub fn init(
+    service: &str,
+    format: LogFormat,
+    default_filter: &str,
+) -> Result<Telemetry, TelemetryError> {
     let tracer_provider = if OtlpSignals::from_env().traces {
         let provider = otlp::tracer_provider(resource(service))?;
         // Also the global one: spans built with the OpenTelemetry API (the controller's, which
@@ -48,10 +63,11 @@ pub fn init(service: &str, json: bool) -> Result<Telemetry, TelemetryError> {
             .with_tracer(provider.tracer("baton"))
             .with_filter(otel_filter())
     });
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Colour only for a person at a terminal, never in a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = if json {
+    let logs = if format == LogFormat::Json {
         tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)

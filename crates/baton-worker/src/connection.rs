@@ -298,8 +298,9 @@ impl Connection {
                     } else {
                         welcome.note
                     };
-                    tracing::warn!(
-                        "controller does not know this worker: {note}; staying connected, idle"
+                    // The usual state between rollouts: not worth a warning.
+                    tracing::info!(
+                        "no rollout includes this worker yet: {note}; staying connected, idle"
                     );
                 }
             }

@@ -36,20 +36,14 @@ struct Args {
     time_scale: f64,
 
     /// Log line format on stderr (filter with RUST_LOG; default info).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[arg(long, value_enum, default_value_t = baton_telemetry::LogFormat::Text)]
+    log_format: baton_telemetry::LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ExecutorKind {
     Shell,
     Simulate,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// `/var/lib/baton-worker` on Unix, `%ProgramData%\Baton\worker` on Windows.
@@ -79,8 +73,8 @@ fn parse_time_scale(text: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let telemetry = baton_telemetry::init("baton-worker", args.log_format == LogFormat::Json)
-        .context("baton-worker")?;
+    let telemetry =
+        baton_telemetry::init("baton-worker", args.log_format, "info").context("baton-worker")?;
 
     let executor = match args.executor {
         ExecutorKind::Shell => Executor::Shell(ShellExecutor {
