@@ -236,6 +236,10 @@ timeout = "30s"
 
 const STEPS: [&str; 3] = ["prepare", "flaky", "patch"];
 
+/// `OTEL_SERVICE_NAME`s other than the defaults, to see that the variable is honoured.
+const CONTROLLER_SERVICE: &str = "baton-controller-e2e";
+const WORKER_SERVICE: &str = "baton-worker-e2e";
+
 #[test]
 fn one_trace_spans_the_controller_and_its_workers() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -254,7 +258,7 @@ fn one_trace_spans_the_controller_and_its_workers() {
             ("OTEL_METRIC_EXPORT_INTERVAL", "200".to_string()),
         ]
     };
-    let controller_env = otel_env("baton-controller");
+    let controller_env = otel_env(CONTROLLER_SERVICE);
     let controller_env: Vec<(&str, &str)> = controller_env
         .iter()
         .map(|(k, v)| (*k, v.as_str()))
@@ -264,7 +268,7 @@ fn one_trace_spans_the_controller_and_its_workers() {
     let fleet = baton_core::Fleet::from_toml("fleet.toml", FLEET).expect("the test fleet");
     let fleet_file = cluster.write("fleet.toml", FLEET);
     let runbook_file = cluster.write("runbook.toml", RUNBOOK);
-    let worker_env = otel_env("baton-worker");
+    let worker_env = otel_env(WORKER_SERVICE);
     let worker_env: Vec<(&str, &str)> = worker_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let workers: Vec<usize> = fleet
         .servers
@@ -338,7 +342,7 @@ fn one_trace_spans_the_controller_and_its_workers() {
         "{}",
         rollout.describe()
     );
-    assert_eq!(rollout.service, "baton-controller");
+    assert_eq!(rollout.service, CONTROLLER_SERVICE);
     assert_eq!(rollout.attr("baton.rollout"), Some(id.clone()));
     assert_eq!(
         rollout.attr("baton.rollout.state").as_deref(),
@@ -349,7 +353,7 @@ fn one_trace_spans_the_controller_and_its_workers() {
     let updates = named("server.update");
     let mut seen = BTreeMap::new();
     for update in &updates {
-        assert_eq!(update.service, "baton-controller");
+        assert_eq!(update.service, CONTROLLER_SERVICE);
         assert_eq!(
             update.span.parent_span_id,
             rollout.span.span_id,
@@ -378,7 +382,7 @@ fn one_trace_spans_the_controller_and_its_workers() {
 
     // step: one per server and step, children of their server's update, in runbook order.
     for step in named("step") {
-        assert_eq!(step.service, "baton-controller");
+        assert_eq!(step.service, CONTROLLER_SERVICE);
         let update = parent_of(step);
         assert_eq!(update.span.name, "server.update", "{}", step.describe());
         assert!(
@@ -419,7 +423,7 @@ fn one_trace_spans_the_controller_and_its_workers() {
     for execution in executions {
         assert_eq!(
             execution.service,
-            "baton-worker",
+            WORKER_SERVICE,
             "{}",
             execution.describe()
         );

@@ -9,14 +9,6 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use crate::TelemetryError;
 
-fn env_set(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
-}
-
-fn env_is(name: &str, value: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v.trim().eq_ignore_ascii_case(value))
-}
-
 /// Which signals go out over OTLP: only those with an endpoint, unless disabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OtlpSignals {
@@ -25,19 +17,29 @@ pub struct OtlpSignals {
 }
 
 impl OtlpSignals {
+    /// From the process environment.
     pub fn from_env() -> Self {
-        if env_is("OTEL_SDK_DISABLED", "true") {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// From `var`, which answers an environment variable's value.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |name: &str| var(name).is_some_and(|v| !v.trim().is_empty());
+        let is = |name: &str, value: &str| {
+            var(name).is_some_and(|v| v.trim().eq_ignore_ascii_case(value))
+        };
+        if is("OTEL_SDK_DISABLED", "true") {
             return OtlpSignals {
                 traces: false,
                 metrics: false,
             };
         }
-        let any = env_set("OTEL_EXPORTER_OTLP_ENDPOINT");
+        let any = set("OTEL_EXPORTER_OTLP_ENDPOINT");
         OtlpSignals {
-            traces: (any || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-                && !env_is("OTEL_TRACES_EXPORTER", "none"),
-            metrics: (any || env_set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
-                && !env_is("OTEL_METRICS_EXPORTER", "none"),
+            traces: (any || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+                && !is("OTEL_TRACES_EXPORTER", "none"),
+            metrics: (any || set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+                && !is("OTEL_METRICS_EXPORTER", "none"),
         }
     }
 }
@@ -90,4 +92,54 @@ pub fn metric_reader()
         .build()
         .map_err(|e| TelemetryError(format!("OTLP metric exporter: {e}")))?;
     Ok(Some(PeriodicReader::builder(exporter).build()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OtlpSignals;
+
+    fn signals(vars: &[(&str, &str)]) -> (bool, bool) {
+        let found = OtlpSignals::from_vars(|name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        });
+        (found.traces, found.metrics)
+    }
+
+    #[test]
+    fn nothing_goes_out_without_an_endpoint() {
+        assert_eq!(signals(&[]), (false, false));
+        assert_eq!(
+            signals(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]),
+            (false, false)
+        );
+        assert_eq!(signals(&[("OTEL_SERVICE_NAME", "baton")]), (false, false));
+    }
+
+    #[test]
+    fn an_endpoint_sends_both_signals_unless_one_is_turned_off() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
+        assert_eq!(signals(&[endpoint]), (true, true));
+        assert_eq!(
+            signals(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]),
+            (false, true)
+        );
+        assert_eq!(
+            signals(&[endpoint, ("OTEL_METRICS_EXPORTER", "NONE")]),
+            (true, false)
+        );
+        assert_eq!(
+            signals(&[endpoint, ("OTEL_SDK_DISABLED", "true")]),
+            (false, false)
+        );
+    }
+
+    #[test]
+    fn a_signal_endpoint_sends_that_signal_only() {
+        let traces = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://tempo:4317");
+        let metrics = ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://mimir:4317");
+        assert_eq!(signals(&[traces]), (true, false));
+        assert_eq!(signals(&[metrics]), (false, true));
+    }
 }
