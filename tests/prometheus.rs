@@ -3,7 +3,8 @@
 //! mid-rollout and once the rollout is over.
 //!
 //! Needs a `prometheus` binary on PATH (`.ci/run` installs Debian's `prometheus` package);
-//! without one the test says it was skipped and passes. One store (SQLite) is enough here: the
+//! without one the test says it was skipped and passes, unless `BATON_REQUIRE_PROMETHEUS` is
+//! set (as `.ci/run` sets it). One store (SQLite) is enough here: the
 //! metrics come from the controller's in-memory state, which is the same on either store, and
 //! `tests/e2e.rs` already runs the rollouts themselves on both.
 
@@ -363,6 +364,11 @@ fn prometheus_on_path() -> Option<PathBuf> {
 #[test]
 fn prometheus_scrapes_a_rollout() {
     let Some(binary) = prometheus_on_path() else {
+        // CI installs it and says so: there, a missing binary is a failure, not a skip.
+        assert!(
+            std::env::var_os("BATON_REQUIRE_PROMETHEUS").is_none(),
+            "BATON_REQUIRE_PROMETHEUS is set but no prometheus binary is on PATH"
+        );
         let _ = writeln!(
             std::io::stderr(),
             "skipped: prometheus not installed (Debian's `prometheus` package has it)"
