@@ -529,6 +529,7 @@ impl Engine {
     async fn drive(&mut self, id: i64, events: &[Event]) -> Result<(), Status> {
         let run = self.rollouts.get_mut(&id).expect("known rollout");
         run.last_progress_ms = baton_store::now_ms();
+        run.scheduler_version += 1;
         let now = run.now();
         let actions = run
             .scheduler

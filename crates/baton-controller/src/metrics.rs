@@ -45,7 +45,8 @@ pub struct RolloutView {
     pub servers: [u64; 7],
     pub eta_seconds: f64,
     pub last_progress_unix_seconds: f64,
-    pub workers_lost: u64,
+    /// Servers in maintenance whose worker is lost: (server, pool).
+    pub lost_workers: Vec<(String, String)>,
     /// Only pools whose back end is in maintenance.
     pub pools_in_maintenance: Vec<PoolOutage>,
     /// Pools marked resiliency_risk and not yet acknowledged.
@@ -294,7 +295,22 @@ impl ControllerMetrics {
                 "Servers in maintenance whose worker is lost (disconnected or silent).",
                 |s, obs| {
                     for r in &s.rollouts {
-                        obs(r.workers_lost, &[kv("rollout", &r.id)]);
+                        obs(r.lost_workers.len() as u64, &[kv("rollout", &r.id)]);
+                    }
+                },
+            ),
+            u64_gauge(
+                meter,
+                state,
+                "baton_server_worker_lost",
+                "1 for each server in maintenance whose worker is lost, so an alert can name it.",
+                |s, obs| {
+                    for r in &s.rollouts {
+                        for (server, pool) in &r.lost_workers {
+                            let labels =
+                                [kv("rollout", &r.id), kv("server", server), kv("pool", pool)];
+                            obs(1, &labels);
+                        }
                     }
                 },
             ),

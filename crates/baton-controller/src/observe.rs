@@ -9,29 +9,33 @@ use opentelemetry::KeyValue;
 
 impl Engine {
     /// Rebuilds the gauges' snapshot from the engine's state.
-    pub(crate) fn publish_metrics(&self) {
+    pub(crate) fn publish_metrics(&mut self) {
+        let ends: Vec<Option<u64>> = self
+            .rollouts
+            .values_mut()
+            .map(|run| run.expected_end())
+            .collect();
         let rollouts = self
             .rollouts
             .values()
-            .map(|run| {
-                let status = self.status(&run.id.to_string()).ok();
+            .zip(ends)
+            .map(|(run, end)| {
+                // States are counted straight from the scheduler: `status` would also explain
+                // every waiting server, which is costly at fleet scale and unused here.
                 let mut servers = [0u64; 7];
-                let mut workers_lost = 0;
-                for server in status.iter().flat_map(|s| &s.servers) {
-                    if let Some(i) = SERVER_STATES.iter().position(|s| *s == server.state) {
+                let mut lost_workers = Vec::new();
+                for server in 0..run.fleet.servers.len() {
+                    let state = run.server_state(server);
+                    if let Some(i) = SERVER_STATES.iter().position(|s| *s == state) {
                         servers[i] += 1;
                     }
-                    if server.state == "running" && !server.worker_connected {
-                        workers_lost += 1;
+                    let fqdn = run.fqdn(server);
+                    if state == "running" && !self.workers.contains_key(&super::worker_key(fqdn)) {
+                        lost_workers.push((fqdn.to_string(), run.pool_fqdn(server).to_string()));
                     }
                 }
                 let now = run.now();
-                let eta_seconds = if run.state.is_over() {
-                    0.0
-                } else {
-                    baton_core::simulator::expected_end(&run.scheduler, now)
-                        .map_or(0.0, |end| end.saturating_sub(now) as f64 / 1000.0)
-                };
+                let eta_seconds = end.map_or(0.0, |end| end.saturating_sub(now) as f64 / 1000.0);
                 let pools_in_maintenance = run
                     .watchdog
                     .outages(now)
@@ -53,7 +57,7 @@ impl Engine {
                     servers,
                     eta_seconds,
                     last_progress_unix_seconds: run.last_progress_ms as f64 / 1000.0,
-                    workers_lost,
+                    lost_workers,
                     pools_in_maintenance,
                     pools_at_risk: run
                         .at_risk

@@ -12,7 +12,7 @@ use baton_core::watchdog::Watchdog;
 use baton_core::workload::Workload;
 use baton_proto::v1;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
@@ -41,6 +41,18 @@ impl RunState {
     pub fn is_over(self) -> bool {
         matches!(self, RunState::Finished | RunState::Aborted)
     }
+}
+
+/// The ETA is simulated again at most this often...
+pub const ETA_REFRESH: Duration = Duration::from_secs(5);
+/// ...and at least this often while the rollout runs (servers overrunning their expected end
+/// push it back).
+pub const ETA_MAX_AGE: Duration = Duration::from_secs(30);
+
+struct EtaCache {
+    computed: Instant,
+    version: u64,
+    end: Option<Millis>,
 }
 
 pub struct RolloutRun {
@@ -80,6 +92,9 @@ pub struct RolloutRun {
     pub note: Option<String>,
     /// Its trace: spans recorded as its servers and steps go.
     pub trace: RolloutTrace,
+    /// Bumped each time the scheduler is fed events (the ETA is recomputed only then).
+    pub scheduler_version: u64,
+    eta: Option<EtaCache>,
     names: ShortNames,
 }
 
@@ -124,6 +139,8 @@ impl RolloutRun {
             watchdog,
             note: None,
             trace,
+            scheduler_version: 0,
+            eta: None,
             names,
         }
     }
@@ -172,6 +189,33 @@ impl RolloutRun {
 
     pub fn server_by_fqdn(&self, fqdn: &str) -> Option<ServerId> {
         self.fleet.server_by_fqdn(fqdn)
+    }
+
+    /// When the rollout is expected to end, by the scheduler's own simulation of what remains
+    /// (`None` once over, or if it cannot tell). The simulation takes tens of milliseconds on
+    /// a 10,000-server fleet (docs/benchmarks.md), under the engine's lock: it is run again
+    /// only when the scheduler has moved on, at most every [`ETA_REFRESH`], or when the last
+    /// answer is overdue or old.
+    pub fn expected_end(&mut self) -> Option<Millis> {
+        if self.state.is_over() {
+            return None;
+        }
+        let now = self.now();
+        let stale = self.eta.as_ref().is_none_or(|eta| {
+            let age = eta.computed.elapsed();
+            age >= ETA_REFRESH
+                && (eta.version != self.scheduler_version
+                    || eta.end.is_none_or(|end| end <= now)
+                    || age >= ETA_MAX_AGE)
+        });
+        if stale {
+            self.eta = Some(EtaCache {
+                computed: Instant::now(),
+                version: self.scheduler_version,
+                end: baton_core::simulator::expected_end(&self.scheduler, now),
+            });
+        }
+        self.eta.as_ref().and_then(|eta| eta.end)
     }
 
     /// What the trace says about a server.
@@ -247,6 +291,17 @@ impl RolloutRun {
 
     /// `connected(fqdn)`: whether its worker is connected; `lost_for(fqdn)`: for how long it
     /// has been gone, if it was connected before.
+    /// A server's state, as `baton status` and the metrics name it.
+    pub fn server_state(&self, server: ServerId) -> &'static str {
+        let record = &self.scheduler.records()[server];
+        match (record.start, record.outcome) {
+            (_, Some(outcome)) => outcome.as_str(),
+            (Some(_), None) if self.attention.contains_key(&server) => "needs_attention",
+            (Some(_), None) => "running",
+            (None, None) => "pending",
+        }
+    }
+
     pub fn status(
         &self,
         connected: &dyn Fn(&str) -> bool,
@@ -260,12 +315,7 @@ impl RolloutRun {
             .enumerate()
             .map(|(id, server)| {
                 let record = &records[id];
-                let state = match (record.start, record.outcome) {
-                    (_, Some(outcome)) => outcome.as_str(),
-                    (Some(_), None) if self.attention.contains_key(&id) => "needs_attention",
-                    (Some(_), None) => "running",
-                    (None, None) => "pending",
-                };
+                let state = self.server_state(id);
                 let waited_for = match record.outcome {
                     None if self.attention.contains_key(&id) => self.attention.get(&id).cloned(),
                     Some(_) => explain(&self.fleet, &self.names, record),

@@ -1251,6 +1251,27 @@ async fn a_worker_gone_mid_update_is_reported_and_its_pool_stays_held() {
         be02_status.waited_for.starts_with("R1: be01"),
         "{be02_status:?}"
     );
+
+    // The metrics name the server, for the BatonWorkerLost alert.
+    let http = controller.handle.http_addr.expect("a monitoring port");
+    let series = format!(
+        "baton_server_worker_lost{{pool=\"pool01.lost.example\",rollout=\"{id}\",server=\"be01.lost.example\"}}"
+    );
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = http_get(http, "/metrics").await;
+        if sample(&text, &series) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
+    let count = format!("baton_workers_lost{{rollout=\"{id}\"}}");
+    assert_eq!(sample(&text, &count), Some(1.0), "{count} in\n{text}");
+    assert!(
+        !text.contains("server=\"be02.lost.example\""),
+        "only lost workers have a series:\n{text}"
+    );
 }
 
 #[tokio::test]

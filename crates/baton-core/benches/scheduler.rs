@@ -9,9 +9,11 @@ use baton_core::fleet::Fleet;
 use baton_core::fleetgen::{FleetSpec, generate, to_toml};
 use baton_core::rollout::plan;
 use baton_core::runbook::Runbook;
-use baton_core::scheduler::Strategy;
-use baton_core::simulator::{SimConfig, simulate};
+use baton_core::scheduler::{Action, Event, Scheduler, Strategy};
+use baton_core::simulator::{SimConfig, expected_end, simulate};
 use baton_core::workload::build_workload;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -72,6 +74,64 @@ fn speed() -> Duration {
             best.as_secs_f64() * 1000.0,
             hours(run.makespan),
             hours(lower_bound(&fleet, &run.executed_work()))
+        );
+    }
+    println!();
+    slowest
+}
+
+/// The controller's ETA (`baton_rollout_eta_seconds`): `expected_end` on a live 10,000-server
+/// scheduler at several points of its rollout, servers ending at their expected ends. Returns
+/// the slowest.
+fn eta() -> Duration {
+    println!("## ETA: the scheduler's simulation of what remains, 10,000 servers\n");
+    println!("| rollout done | servers running | expected_end | ETA |");
+    println!("|---|---|---|---|");
+    let fleet = generate(&FleetSpec::large(1));
+    let durations = expected(&fleet);
+    let total = fleet.servers.len();
+    let mut scheduler = Scheduler::new(&fleet, &durations, Strategy::Baton);
+    let mut running: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
+    let mut pending_events = vec![Event::Begin];
+    let mut now = 0;
+    let mut done = 0;
+    let mut slowest = Duration::ZERO;
+    for percent in [0, 25, 50, 75, 95] {
+        while done * 100 < total * percent || !pending_events.is_empty() {
+            for action in scheduler
+                .handle_all(now, &pending_events)
+                .expect("the scheduler takes its own events")
+            {
+                if let Action::Start {
+                    server,
+                    expected_end,
+                } = action
+                {
+                    running.push(Reverse((expected_end, server)));
+                }
+            }
+            pending_events.clear();
+            if done * 100 >= total * percent {
+                break;
+            }
+            let Reverse((end, server)) = running.pop().expect("something runs");
+            now = end;
+            done += 1;
+            pending_events.push(Event::Succeeded(server));
+        }
+        let mut best = Duration::MAX;
+        let mut end = None;
+        for _ in 0..3 {
+            let start = Instant::now();
+            end = expected_end(&scheduler, now);
+            best = best.min(start.elapsed());
+        }
+        slowest = slowest.max(best);
+        println!(
+            "| {percent}% | {} | {:.1} ms | {} |",
+            running.len(),
+            best.as_secs_f64() * 1000.0,
+            hours(end.expect("an end").saturating_sub(now))
         );
     }
     println!();
@@ -257,6 +317,7 @@ fn main() -> ExitCode {
     }
     let slowest = speed();
     end_to_end();
+    eta();
     let worst = quality();
     let speed_ok = slowest < Duration::from_secs(2);
     let quality_ok = worst <= 1.02;
