@@ -66,6 +66,8 @@ pub struct Engine {
     published: Option<Instant>,
     /// Whether rollouts record their traces (OTLP traces are exported).
     traces: bool,
+    /// How long a finished rollout's gauges stay exported.
+    finished_series_kept: Duration,
 }
 
 /// The key of a worker in `Engine::workers`: FQDNs are case-insensitive (a Windows host often
@@ -92,6 +94,7 @@ impl Engine {
             step_clock: HashMap::new(),
             published: None,
             traces: false,
+            finished_series_kept: crate::server::FINISHED_SERIES_KEPT,
             log,
             epoch,
             worker_timeout,
@@ -110,6 +113,10 @@ impl Engine {
     /// Record each rollout's trace from now on (rollouts taken over included).
     pub fn set_traces(&mut self, traces: bool) {
         self.traces = traces;
+    }
+
+    pub fn set_finished_series_kept(&mut self, kept: Duration) {
+        self.finished_series_kept = kept;
     }
 
     /// The tracer a new rollout's trace is built with, if traces are on.

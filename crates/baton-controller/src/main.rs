@@ -66,6 +66,7 @@ async fn run(args: Args, traces: bool) -> Result<()> {
         http: Some(args.http),
         otlp_metrics: true,
         traces,
+        ..baton_controller::Options::default()
     };
     let controller = baton_controller::start_with(store, args.listen, options).await?;
     if let Some(http) = controller.http_addr {

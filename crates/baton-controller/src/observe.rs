@@ -3,21 +3,25 @@
 
 use super::Engine;
 use crate::metrics::{PoolOutage, RolloutView, SERVER_STATES, Snapshot};
-use crate::run::RunState;
+use crate::run::{RolloutRun, RunState};
 use baton_core::fleet::ServerId;
 use opentelemetry::KeyValue;
 
 impl Engine {
     /// Rebuilds the gauges' snapshot from the engine's state.
     pub(crate) fn publish_metrics(&mut self) {
+        let kept = self.finished_series_kept;
+        let shown = |run: &RolloutRun| run.ended_ago().is_none_or(|ago| ago < kept);
         let ends: Vec<Option<u64>> = self
             .rollouts
             .values_mut()
+            .filter(|run| shown(run))
             .map(|run| run.expected_end())
             .collect();
         let rollouts = self
             .rollouts
             .values()
+            .filter(|run| shown(run))
             .zip(ends)
             .map(|(run, end)| {
                 // States are counted straight from the scheduler: `status` would also explain

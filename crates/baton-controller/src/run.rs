@@ -67,6 +67,8 @@ pub struct RolloutRun {
     pub lower_bound_ms: Millis,
     started: Instant,
     ended_at_ms: Option<Millis>,
+    /// When it ended, on this controller's clock.
+    ended: Option<Instant>,
     /// Assignment id -> server, for assignments not yet finished.
     pub assignments: HashMap<String, ServerId>,
     /// Assignments already finished: a worker repeating its last result is ignored.
@@ -127,6 +129,7 @@ impl RolloutRun {
             lower_bound_ms,
             started: Instant::now(),
             ended_at_ms: None,
+            ended: None,
             assignments: HashMap::new(),
             finished_assignments: HashSet::new(),
             attention: HashMap::new(),
@@ -160,7 +163,13 @@ impl RolloutRun {
             .unwrap_or_else(Instant::now);
     }
 
+    /// How long ago it ended, if it has.
+    pub fn ended_ago(&self) -> Option<Duration> {
+        self.ended.map(|at| at.elapsed())
+    }
+
     pub fn mark_ended(&mut self, state: RunState) {
+        self.ended = Some(Instant::now());
         self.ended_at_ms = Some(self.now());
         self.state = state;
     }

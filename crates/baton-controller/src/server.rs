@@ -76,6 +76,9 @@ impl ControllerHandle {
     }
 }
 
+/// The default of [`Options::finished_series_kept`].
+pub const FINISHED_SERIES_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Settings of a controller beyond its store and address.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -85,6 +88,9 @@ pub struct Options {
     pub http: Option<SocketAddr>,
     /// Also push metrics over OTLP (when `OTEL_*` names an endpoint).
     pub otlp_metrics: bool,
+    /// A finished rollout's gauges stay exported this long (its final state on dashboards),
+    /// then go, so series do not pile up over months of rollouts.
+    pub finished_series_kept: std::time::Duration,
     /// Record each rollout's trace (`rollout` → `server.update` → `step`) on the global
     /// tracer provider, and send each step's trace context to its worker.
     pub traces: bool,
@@ -97,6 +103,7 @@ impl Default for Options {
             http: None,
             otlp_metrics: false,
             traces: false,
+            finished_series_kept: FINISHED_SERIES_KEPT,
         }
     }
 }
@@ -136,7 +143,11 @@ pub async fn start_with(
         options.worker_timeout,
         Arc::clone(&telemetry),
     )));
-    engine.lock().await.set_traces(options.traces);
+    {
+        let mut engine = engine.lock().await;
+        engine.set_traces(options.traces);
+        engine.set_finished_series_kept(options.finished_series_kept);
+    }
     // Rollouts a previous controller left unfinished are taken over before anyone connects.
     match engine.lock().await.recover().await {
         Ok(resumed) if !resumed.is_empty() => tracing::info!(?resumed, "rollouts taken over"),

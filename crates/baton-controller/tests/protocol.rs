@@ -143,13 +143,18 @@ impl Controller {
     }
 
     async fn start_with_timeout(url: &str, worker_timeout: Duration) -> Controller {
-        let store = Store::connect(url).await.expect("store");
         let options = baton_controller::Options {
             worker_timeout,
             http: Some("127.0.0.1:0".parse().unwrap()),
             otlp_metrics: false,
             traces: false,
+            ..baton_controller::Options::default()
         };
+        Controller::start_with_options(url, options).await
+    }
+
+    async fn start_with_options(url: &str, options: baton_controller::Options) -> Controller {
+        let store = Store::connect(url).await.expect("store");
         let handle = baton_controller::start_with(store, "127.0.0.1:0".parse().unwrap(), options)
             .await
             .expect("controller starts");
@@ -1821,4 +1826,52 @@ async fn metrics_follow_a_rollout_and_pass_promtool() {
         }
         Err(err) => eprintln!("promtool not installed ({err}): lint skipped"),
     }
+}
+
+#[tokio::test]
+async fn a_finished_rollouts_gauges_go_after_they_have_been_kept() {
+    let options = baton_controller::Options {
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        finished_series_kept: Duration::ZERO,
+        ..baton_controller::Options::default()
+    };
+    let controller = Controller::start_with_options("sqlite::memory:", options).await;
+    let http = controller.handle.http_addr.expect("a monitoring port");
+    let (toml, fqdns) = fleet("kept", 1);
+    let (mut worker, _) = controller.worker(&fqdns[0]).await;
+    let id = controller.apply("kept.toml", &toml).await.expect("apply");
+    let mut follower = controller.follow(&id).await;
+    let series = format!("baton_rollout_state{{rollout=\"{id}\",state=\"running\"}}");
+    // While it runs, it is exported.
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = http_get(http, "/metrics").await;
+        if sample(&text, &series).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
+    let assignment = worker.assignment().await;
+    worker.complete(&assignment, true).await;
+    follower.until("rollout_finished", None).await;
+    // Kept for zero seconds: its gauges are gone at the next refresh, while the controller
+    // still knows it. Counters stay: they are cumulative, and dropping one would read as a
+    // reset.
+    let rollout = format!("rollout=\"{id}\"");
+    let gauges = |text: &str| {
+        text.lines()
+            .filter(|line| line.contains(&rollout) && !line.contains("_total{"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..200 {
+        text = http_get(http, "/metrics").await;
+        if gauges(&text).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gauges(&text), Vec::<String>::new(), "in\n{text}");
+    assert_eq!(controller.status(&id).await.state, "finished");
 }
