@@ -219,7 +219,8 @@ expected_duration = "1s"
 
 [[step]]
 id = "prepare"
-run = "true"
+# Long enough for the test to pause and resume the rollout while it runs.
+run = "sleep 1"
 timeout = "30s"
 
 [[step]]
@@ -278,6 +279,9 @@ fn one_trace_spans_the_controller_and_its_workers() {
     cluster.wait_connected(fleet.servers.iter().map(|s| s.fqdn.as_str()));
 
     let id = cluster.apply(&fleet_file, &runbook_file, &[]);
+    // A pause and a resume: events of the rollout's span.
+    cluster.baton_ok(&["pause", &id]);
+    cluster.baton_ok(&["resume", &id]);
     let watched = cluster.watch(&id);
     assert!(watched.contains("finished"), "{watched}");
     // The controller logs the trace id an operator looks the rollout up by.
@@ -347,6 +351,18 @@ fn one_trace_spans_the_controller_and_its_workers() {
     assert_eq!(
         rollout.attr("baton.rollout.state").as_deref(),
         Some("finished")
+    );
+    let story: Vec<&str> = rollout
+        .span
+        .events
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(
+        story,
+        ["rollout_paused", "rollout_resumed"],
+        "{}",
+        rollout.describe()
     );
 
     // server.update: one per server, children of the rollout, named as in the fleet.

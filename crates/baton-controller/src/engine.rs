@@ -68,6 +68,9 @@ pub struct Engine {
     traces: bool,
     /// How long a finished rollout's gauges stay exported.
     finished_series_kept: Duration,
+    /// The event log's live feed, while traces are on: the rollout-level events become events
+    /// of the `rollout` span.
+    trace_feed: Option<tokio::sync::broadcast::Receiver<baton_store::EventRow>>,
 }
 
 /// The key of a worker in `Engine::workers`: FQDNs are case-insensitive (a Windows host often
@@ -95,6 +98,7 @@ impl Engine {
             published: None,
             traces: false,
             finished_series_kept: crate::server::FINISHED_SERIES_KEPT,
+            trace_feed: None,
             log,
             epoch,
             worker_timeout,
@@ -113,6 +117,30 @@ impl Engine {
     /// Record each rollout's trace from now on (rollouts taken over included).
     pub fn set_traces(&mut self, traces: bool) {
         self.traces = traces;
+        self.trace_feed = traces.then(|| self.log.subscribe());
+    }
+
+    /// Hands the events logged since the last call to their rollouts' traces.
+    fn drain_trace_feed(&mut self) {
+        use tokio::sync::broadcast::error::TryRecvError;
+        let Some(feed) = self.trace_feed.as_mut() else {
+            return;
+        };
+        loop {
+            match feed.try_recv() {
+                Ok(row) => {
+                    if let Some(run) = self.rollouts.get_mut(&row.rollout_id) {
+                        let at = crate::spans::at_ms(row.at_ms);
+                        run.trace
+                            .note(&row.kind, row.server.as_deref(), &row.detail, at);
+                    }
+                }
+                Err(TryRecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "events not added to the traces");
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+            }
+        }
     }
 
     pub fn set_finished_series_kept(&mut self, kept: Duration) {
@@ -436,6 +464,7 @@ impl Engine {
     /// The watchdog's round: records each back end crossing 50%, 80% or 100% of its pool's
     /// outage budget; at 100% the rollout stops starting servers until an operator resumes it.
     pub async fn watch(&mut self) -> Result<(), Status> {
+        self.drain_trace_feed();
         self.reap_silent_workers().await;
         let ids: Vec<i64> = self
             .rollouts
@@ -663,6 +692,8 @@ impl Engine {
             .await
             .map_err(store_error)?;
         run.mark_ended(end_state);
+        self.drain_trace_feed();
+        let run = self.rollouts.get_mut(&id).expect("known rollout");
         run.trace.end(end_state.as_str(), SystemTime::now());
         tracing::info!(rollout = id, state = end_state.as_str(), "rollout ended");
         Ok(())

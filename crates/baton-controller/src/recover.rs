@@ -133,6 +133,8 @@ impl Engine {
         let mut outage_seen: BTreeSet<ServerId> = BTreeSet::new();
         for e in events {
             clock = clock.max(u64::try_from(e.at_ms - start).unwrap_or(0));
+            run.trace
+                .note(&e.kind, e.server.as_deref(), &e.detail, at_ms(e.at_ms));
             match e.kind.as_str() {
                 kind::ROLLOUT_STARTED => {
                     finished |= feed(&mut run, clock, Event::Begin, &mut decided)?

@@ -72,7 +72,33 @@ pub struct RolloutTrace {
     servers: HashMap<String, ServerSpan>,
     /// When assignments began, from the event log of a rollout taken over after a restart.
     began: HashMap<String, SystemTime>,
+    /// What happened to the rollout as a whole (pauses, budget warnings, lost workers...), as
+    /// events of its span.
+    events: Vec<Event>,
 }
+
+/// Events kept on the `rollout` span: the SDK's default limit per span.
+const MAX_ROLLOUT_EVENTS: usize = 128;
+
+/// The event-log kinds that become events of the `rollout` span. Step and server starts and
+/// results are spans of their own; step output would drown the rest.
+const ROLLOUT_EVENT_KINDS: &[&str] = &[
+    "rollout_paused",
+    "rollout_resumed",
+    "rollout_aborted",
+    "rollout_awaiting_approval",
+    "rollout_approved",
+    "budget_warning",
+    "resiliency_risk",
+    "worker_lost",
+    "window_opened",
+    "server_needs_attention",
+    "server_resolved",
+    "server_retried",
+    "server_resumed",
+    "server_skipped",
+    "server_not_started",
+];
 
 /// Unix milliseconds as a time stamp.
 pub fn at_ms(ms: i64) -> SystemTime {
@@ -125,7 +151,25 @@ impl RolloutTrace {
             ],
             servers: HashMap::new(),
             began: HashMap::new(),
+            events: Vec::new(),
         }
+    }
+
+    /// An event of the rollout's log: the kinds that tell the rollout's story become events of
+    /// its span (the first [`MAX_ROLLOUT_EVENTS`]).
+    pub fn note(&mut self, kind: &str, server: Option<&str>, detail: &str, at: SystemTime) {
+        if self.tracer.is_none()
+            || !ROLLOUT_EVENT_KINDS.contains(&kind)
+            || self.events.len() >= MAX_ROLLOUT_EVENTS
+        {
+            return;
+        }
+        let mut attributes = vec![KeyValue::new("detail", detail.to_string())];
+        if let Some(server) = server {
+            attributes.push(KeyValue::new("server.fqdn", server.to_string()));
+        }
+        self.events
+            .push(Event::new(kind.to_string(), at, attributes, 0));
     }
 
     /// The trace id, for logs (`None` when traces are off).
@@ -320,6 +364,7 @@ impl RolloutTrace {
         }
         let mut attributes = self.attributes.clone();
         attributes.push(KeyValue::new("baton.rollout.state", state.to_string()));
+        let events = std::mem::take(&mut self.events);
         self.emit(Emit {
             name: "rollout",
             parent: None,
@@ -327,7 +372,7 @@ impl RolloutTrace {
             start: self.started,
             end: now,
             attributes,
-            events: Vec::new(),
+            events,
             failure: (state != "finished").then(|| format!("rollout {state}")),
         });
     }
@@ -602,6 +647,40 @@ mod tests {
         let traces: std::collections::HashSet<TraceId> =
             spans.iter().map(|s| s.span_context.trace_id()).collect();
         assert_eq!(traces.len(), 1);
+    }
+
+    #[test]
+    fn the_rollouts_story_is_told_by_events_of_its_span() {
+        let recorder = Recorder::new();
+        let mut trace = recorder.trace();
+        trace.note("rollout_paused", None, "requested by an operator", t(1));
+        trace.note("step_output", Some("be01.contoso.com"), "noise", t(2));
+        trace.note(
+            "worker_lost",
+            Some("be01.contoso.com"),
+            "disconnected",
+            t(3),
+        );
+        trace.note(
+            "server_finished",
+            Some("be01.contoso.com"),
+            "succeeded",
+            t(4),
+        );
+        trace.end("finished", t(5));
+        let spans = recorder.spans();
+        let rollout = named(&spans, "rollout")[0];
+        let events: Vec<(&str, SystemTime)> = rollout
+            .events
+            .iter()
+            .map(|e| (e.name.as_ref(), e.timestamp))
+            .collect();
+        assert_eq!(events, [("rollout_paused", t(1)), ("worker_lost", t(3))]);
+        let lost = &rollout.events.events[1];
+        assert!(
+            lost.attributes
+                .contains(&KeyValue::new("server.fqdn", "be01.contoso.com"))
+        );
     }
 
     #[test]
