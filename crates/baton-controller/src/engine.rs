@@ -71,6 +71,8 @@ pub struct Engine {
     /// The event log's live feed, while traces are on: the rollout-level events become events
     /// of the `rollout` span.
     trace_feed: Option<tokio::sync::broadcast::Receiver<baton_store::EventRow>>,
+    /// Set when the controller stops: workers' streams ending then are not lost workers.
+    stopping: bool,
 }
 
 /// The key of a worker in `Engine::workers`: FQDNs are case-insensitive (a Windows host often
@@ -99,6 +101,7 @@ impl Engine {
             traces: false,
             finished_series_kept: crate::server::FINISHED_SERIES_KEPT,
             trace_feed: None,
+            stopping: false,
             log,
             epoch,
             worker_timeout,
@@ -1015,7 +1018,21 @@ impl Engine {
         sent
     }
 
+    /// The controller is stopping: every worker's stream is ended (they reconnect to the next
+    /// controller, as after any restart), and nothing is recorded of it.
+    pub fn close_worker_streams(&mut self) {
+        self.stopping = true;
+        for link in self.workers.values() {
+            let _ = link.tx.send(Err(Status::unavailable(
+                "the controller is stopping; reconnect to the next one",
+            )));
+        }
+    }
+
     pub async fn gone(&mut self, fqdn: &str, connection: u64) {
+        if self.stopping {
+            return;
+        }
         let key = worker_key(fqdn);
         if self
             .workers

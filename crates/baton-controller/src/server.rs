@@ -49,6 +49,9 @@ pub struct ControllerHandle {
     telemetry: Arc<crate::metrics::Telemetry>,
 }
 
+/// How long a shutdown waits for open calls (an operator's `status --watch`, say) to end.
+const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long a shutdown waits for the last OTLP metric push (a collector that never answers
 /// must not hold it).
 const METRICS_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -56,13 +59,23 @@ const METRICS_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(
 impl ControllerHandle {
     /// Stops accepting work and waits for the server to close.
     pub async fn shutdown(self) -> Result<(), ControllerError> {
+        // No new connections or streams first, then the workers' long-lived streams end: a
+        // graceful stop waits for every open stream, and theirs never end by themselves.
         let _ = self.shutdown.send(());
         self.watchdog.abort();
+        self.engine.lock().await.close_worker_streams();
         if let Some((stop, task)) = self.http_shutdown {
             let _ = stop.send(());
             let _ = task.await;
         }
-        self.task.await??;
+        let mut task = self.task;
+        match tokio::time::timeout(STOP_LIMIT, &mut task).await {
+            Ok(joined) => joined??,
+            Err(_) => {
+                tracing::warn!("streams still open after {STOP_LIMIT:?}: closing them");
+                task.abort();
+            }
+        }
         // The final state goes out over OTLP, while the runtime can still drive the export.
         self.engine.lock().await.publish_metrics();
         let provider = self.telemetry.provider.clone();

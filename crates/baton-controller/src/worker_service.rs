@@ -54,7 +54,13 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
         tokio::spawn(async move {
             let mut refused = None;
             loop {
-                let message = match inbound.message().await {
+                // The response side may end first (the controller stopping ends every worker's
+                // stream): then this side is dropped too, or the stream would stay half open.
+                let received = tokio::select! {
+                    received = inbound.message() => received,
+                    () = tx.closed() => break,
+                };
+                let message = match received {
                     Ok(Some(message)) => message,
                     Ok(None) => break,
                     Err(status) => {

@@ -1378,6 +1378,46 @@ async fn a_stream_that_never_says_hello_is_ended() {
 // ---- Restart --------------------------------------------------------------------------------
 
 #[tokio::test]
+async fn a_stopping_controller_ends_its_workers_streams_without_calling_them_lost() {
+    let dir = std::env::temp_dir().join(format!("baton-stop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}", dir.join("baton.db").display());
+    let (toml, fqdns) = fleet("stop", 1);
+    let first = Controller::start_on(&url).await;
+    let (mut worker, _) = first.worker(&fqdns[0]).await;
+    let id = first.apply("stop.toml", &toml).await.expect("apply");
+    let mut follower = first.follow(&id).await;
+    let assignment = worker.assignment().await;
+    worker
+        .send(step_started(&assignment.assignment_id, 0))
+        .await;
+    follower.until("step_started", Some(&fqdns[0])).await;
+    drop(follower);
+
+    // The worker stays connected, mid-step: a graceful stop must not wait for its stream.
+    // The shutdown gives up on open calls after 5 s; one that has to is what this catches
+    // (the stop itself takes milliseconds), not a speed.
+    tokio::time::timeout(Duration::from_millis(2500), first.handle.shutdown())
+        .await
+        .expect("the stop waited for the worker's stream")
+        .expect("shutdown");
+    let ended = worker.refused().await;
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+
+    let second = Controller::start_on(&url).await;
+    let events = second.events(&id).await;
+    assert!(
+        events.iter().all(|e| e.kind != "worker_lost"),
+        "a controller's own stop is not a lost worker: {events:?}"
+    );
+    assert_eq!(
+        server(&second.status(&id).await, &fqdns[0]).state,
+        "running"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn a_restarted_controller_takes_the_rollout_over_from_its_log() {
     let dir = std::env::temp_dir().join(format!("baton-restart-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
