@@ -21,14 +21,14 @@ struct Args {
     db: String,
     /// A worker silent this long (no heartbeat, no report) while its server is in maintenance
     /// is recorded as lost. Humantime: "15s", "1m".
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", env = "BATON_WORKER_TIMEOUT", value_parser = parse_duration)]
     worker_timeout: std::time::Duration,
     /// Address of the monitoring port: `/metrics` (Prometheus), `/healthz`, `/readyz`.
     #[arg(long, default_value = "127.0.0.1:9411", env = "BATON_HTTP")]
     http: SocketAddr,
     /// Log lines on stderr as text or JSON (filter with RUST_LOG; default info). Traces go
     /// over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, env = "BATON_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
 

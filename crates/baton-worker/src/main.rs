@@ -28,7 +28,7 @@ struct Args {
     shell: Option<PathBuf>,
 
     /// `shell` runs steps for real; `simulate` only waits (demos, tests).
-    #[arg(long, value_enum, default_value_t = ExecutorKind::Shell)]
+    #[arg(long, value_enum, env = "BATON_EXECUTOR", default_value_t = ExecutorKind::Shell)]
     executor: ExecutorKind,
 
     /// For `--executor simulate`: multiplies the plan's expected durations (0.01 = 100× faster).
@@ -36,7 +36,12 @@ struct Args {
     time_scale: f64,
 
     /// Log line format on stderr (filter with RUST_LOG; default info).
-    #[arg(long, value_enum, default_value_t = baton_telemetry::LogFormat::Text)]
+    #[arg(
+        long,
+        value_enum,
+        env = "BATON_LOG_FORMAT",
+        default_value_t = baton_telemetry::LogFormat::Text
+    )]
     log_format: baton_telemetry::LogFormat,
 }
 
