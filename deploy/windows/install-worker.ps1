@@ -64,6 +64,17 @@
     no environment of its own, so this sets the machine-wide variable
     OTEL_EXPORTER_OTLP_ENDPOINT (every process started afterwards sees it).
 
+.PARAMETER TlsCa
+    With an https:// -ControllerUrl: the CA (PEM) that signed the controller's certificate.
+
+.PARAMETER TlsCert
+    This worker's certificate (PEM), when the controller requires client certificates: it must
+    be valid for -Fqdn. Give -TlsKey with it. Keep both where only SYSTEM and Administrators
+    can read them (the state folder, say).
+
+.PARAMETER TlsKey
+    The private key (PEM) of -TlsCert.
+
 .PARAMETER Force
     Replace the task even if the worker is running a step (the step is ended).
 
@@ -91,6 +102,12 @@ param(
     [string] $LogFormat = 'text',
 
     [string] $OtlpEndpoint,
+
+    [string] $TlsCa,
+
+    [string] $TlsCert,
+
+    [string] $TlsKey,
 
     [switch] $Force
 )
@@ -234,7 +251,7 @@ if ($StateDir.Length -gt 3) {
     $StateDir = $StateDir.TrimEnd('\')
 }
 
-foreach ($value in @($ControllerUrl, $Fqdn, $StateDir)) {
+foreach ($value in @($ControllerUrl, $Fqdn, $StateDir, $TlsCa, $TlsCert, $TlsKey)) {
     if ($value -match '"') {
         throw "no double quotes, please: $value"
     }
@@ -246,6 +263,11 @@ $workerArgs = @(
     '--state-dir', $StateDir,
     '--log-format', $LogFormat
 )
+# TLS files: the flags are checked below (--help); that the files are readable PEM and agree
+# with the URL the worker checks when it starts (exit code 2, naming the flag and the file).
+if ($TlsCa) { $workerArgs += @('--tls-ca', [System.IO.Path]::GetFullPath($TlsCa)) }
+if ($TlsCert) { $workerArgs += @('--tls-cert', [System.IO.Path]::GetFullPath($TlsCert)) }
+if ($TlsKey) { $workerArgs += @('--tls-key', [System.IO.Path]::GetFullPath($TlsKey)) }
 
 # The binary runs here (missing runtime DLL, wrong architecture), and accepts these arguments:
 # with --help last it checks every flag and value before it and then only prints its help.

@@ -522,6 +522,25 @@ fn controller_command(listen: &str, db_url: &str, dir: &Path, env: &[(String, St
     command
 }
 
+/// How [`Cluster::start_with`] sets the cluster up.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterOptions {
+    /// Extra environment for the controller (`OTEL_*`, `BATON_TLS_*`...).
+    pub controller_env: Vec<(String, String)>,
+    /// Extra environment for every `baton` run.
+    pub cli_env: Vec<(String, String)>,
+    /// The controller URL's scheme: `http` (the default) or `https`.
+    pub scheme: Option<&'static str>,
+}
+
+/// `[(&str, &str)]` as owned pairs.
+pub fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 pub struct Cluster {
     /// `http://127.0.0.1:PORT`
     pub url: String,
@@ -529,6 +548,8 @@ pub struct Cluster {
     controller: Proc,
     /// Extra environment for every controller this cluster starts (restarts included).
     controller_env: Vec<(String, String)>,
+    /// Extra environment for every `baton` run (TLS files, say).
+    cli_env: Vec<(String, String)>,
     workers: Vec<(String, Proc)>,
     /// Dropped after the processes: a schema is dropped once nothing uses it.
     _schema: Option<PgSchema>,
@@ -548,10 +569,24 @@ impl Cluster {
         backend: Backend,
         controller_env: &[(&str, &str)],
     ) -> Option<Cluster> {
-        let controller_env: Vec<(String, String)> = controller_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        Cluster::start_with(
+            test,
+            backend,
+            ClusterOptions {
+                controller_env: owned(controller_env),
+                ..ClusterOptions::default()
+            },
+        )
+    }
+
+    /// [`Cluster::start`] with [`ClusterOptions`].
+    pub fn start_with(test: &str, backend: Backend, options: ClusterOptions) -> Option<Cluster> {
+        let ClusterOptions {
+            controller_env,
+            cli_env,
+            scheme,
+        } = options;
+        let scheme = scheme.unwrap_or("http");
         let (schema, db_url, dir) = match backend {
             Backend::Sqlite => {
                 let dir = TempDir::new(&format!("{test}-sqlite"));
@@ -591,10 +626,11 @@ impl Cluster {
             match ready {
                 Ok(()) => {
                     let cluster = Cluster {
-                        url: format!("http://{listen}"),
+                        url: format!("{scheme}://{listen}"),
                         db_url,
                         controller,
                         controller_env,
+                        cli_env,
                         workers: Vec::new(),
                         _schema: schema,
                         dir,
@@ -658,7 +694,11 @@ impl Cluster {
     /// the same address and database; returns once it answers.
     pub fn crash_and_restart_controller(&mut self, round: usize) {
         self.controller.kill();
-        let listen = self.url.trim_start_matches("http://").to_string();
+        let listen = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, address)| address)
+            .to_string();
         let name = format!("controller-restart-{round}");
         self.controller = Proc::spawn(
             &name,
@@ -728,6 +768,9 @@ impl Cluster {
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("BATON_CONTROLLER");
+        for (key, value) in &self.cli_env {
+            command.env(key, value);
+        }
         run_bounded(&mut command, TIMEOUT, &format!("baton {}", args.join(" ")))
     }
 

@@ -35,6 +35,15 @@ struct Cli {
     /// controller and workers (RUST_LOG for more). Other commands print results, not logs.
     #[arg(long, global = true, value_enum, default_value_t = baton_telemetry::LogFormat::Text)]
     log_format: baton_telemetry::LogFormat,
+    /// With an https:// controller: the CA (PEM) that signed its certificate.
+    #[arg(long, global = true, env = "BATON_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Your operator certificate (PEM), for a controller that requires client certificates.
+    #[arg(long, global = true, env = "BATON_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "BATON_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -192,7 +201,14 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Demo(args) => demo::run(args, cli.log_format),
-        Command::Operator(command) => operator::run(&cli.controller, command),
+        Command::Operator(command) => {
+            let tls = baton_proto::tls::ClientTls {
+                ca: cli.tls_ca,
+                cert: cli.tls_cert,
+                key: cli.tls_key,
+            };
+            operator::run(&cli.controller, &tls, command)
+        }
     }
 }
 

@@ -6,9 +6,10 @@ mod events;
 mod http;
 pub mod metrics;
 mod operator_service;
+mod peer;
 mod run;
 mod server;
 mod spans;
 mod worker_service;
 
-pub use server::{ControllerHandle, Options, start, start_with};
+pub use server::{ControllerHandle, Options, ServerTls, start, start_with};

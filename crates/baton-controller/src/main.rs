@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use baton_telemetry::LogFormat;
 use clap::Parser;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -30,6 +31,58 @@ struct Args {
     /// over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     #[arg(long, value_enum, env = "BATON_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve gRPC over TLS with this certificate (PEM, valid for the name clients use).
+    #[arg(long, env = "BATON_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "BATON_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS. A worker then speaks
+    /// only for the server its certificate names.
+    #[arg(
+        long,
+        env = "BATON_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: a name an operator's certificate must be valid for to use
+    /// `baton` (repeat, or comma-separate in the variable). Workers' certificates name
+    /// servers, so they cannot start or stop rollouts.
+    #[arg(
+        long = "tls-operator",
+        env = "BATON_TLS_OPERATORS",
+        value_name = "NAME",
+        value_delimiter = ',',
+        requires = "tls_client_ca"
+    )]
+    tls_operators: Vec<String>,
+}
+
+/// The TLS settings, files read and checked; a usage error names the flag and the file.
+fn server_tls(args: &Args) -> Result<Option<baton_controller::ServerTls>, String> {
+    use baton_proto::tls::{read_certificates, read_private_key};
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let client_ca_pem = match &args.tls_client_ca {
+        Some(ca) => {
+            if args.tls_operators.is_empty() {
+                return Err(
+                    "--tls-client-ca needs at least one --tls-operator NAME: the names operators' certificates are valid for"
+                        .into(),
+                );
+            }
+            Some(read_certificates("--tls-client-ca", ca).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    Ok(Some(baton_controller::ServerTls {
+        cert_pem: read_certificates("--tls-cert", cert).map_err(|e| e.to_string())?,
+        key_pem: read_private_key("--tls-key", key).map_err(|e| e.to_string())?,
+        client_ca_pem,
+        operators: args.tls_operators.clone(),
+    }))
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -39,6 +92,15 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    let tls = match server_tls(&args) {
+        Ok(tls) => tls,
+        Err(why) => {
+            use clap::CommandFactory as _;
+            Args::command()
+                .error(clap::error::ErrorKind::ValueValidation, why)
+                .exit()
+        }
+    };
     let telemetry = match baton_telemetry::init("baton-controller", args.log_format, "info") {
         Ok(telemetry) => telemetry,
         Err(err) => {
@@ -46,7 +108,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = run(args, telemetry.traces()).await;
+    let outcome = run(args, tls, telemetry.traces()).await;
     telemetry.shutdown(std::time::Duration::from_secs(3)).await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,22 +119,28 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args, traces: bool) -> Result<()> {
+async fn run(args: Args, tls: Option<baton_controller::ServerTls>, traces: bool) -> Result<()> {
     let store = baton_store::Store::connect(&args.db)
         .await
         .context("cannot open the store")?;
+    let security = match &tls {
+        None => "plain HTTP/2, no TLS",
+        Some(tls) if tls.client_ca_pem.is_some() => "TLS, client certificates required",
+        Some(_) => "TLS",
+    };
     let options = baton_controller::Options {
         worker_timeout: args.worker_timeout,
         http: Some(args.http),
         otlp_metrics: true,
         traces,
+        tls,
         ..baton_controller::Options::default()
     };
     let controller = baton_controller::start_with(store, args.listen, options).await?;
     if let Some(http) = controller.http_addr {
         tracing::info!(addr = %http, "baton-controller metrics on http://{http}/metrics");
     }
-    tracing::info!(addr = %controller.addr, "baton-controller listening");
+    tracing::info!(addr = %controller.addr, security, "baton-controller listening");
     baton_telemetry::shutdown_signal().await;
     tracing::info!("shutting down");
     controller.shutdown().await?;

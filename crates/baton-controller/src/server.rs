@@ -13,8 +13,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -33,6 +33,23 @@ pub enum ControllerError {
     Store(#[from] baton_store::StoreError),
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// The controller's TLS: its certificate, and the CA of the client certificates it requires.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// Its certificate chain (PEM), valid for the name clients connect to.
+    pub cert_pem: Vec<u8>,
+    /// Its private key (PEM).
+    pub key_pem: Vec<u8>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS. Workers then speak
+    /// only for the server their certificate names, and operator calls need a certificate
+    /// valid for one of `operators`.
+    pub client_ca_pem: Option<Vec<u8>>,
+    /// With `client_ca_pem`: the names an operator's certificate may be valid for.
+    pub operators: Vec<String>,
 }
 
 /// A running controller.
@@ -104,6 +121,8 @@ pub struct Options {
     /// A finished rollout's gauges stay exported this long (its final state on dashboards),
     /// then go, so series do not pile up over months of rollouts.
     pub finished_series_kept: std::time::Duration,
+    /// Serve gRPC over TLS (`None`: plain HTTP/2).
+    pub tls: Option<ServerTls>,
     /// Record each rollout's trace (`rollout` → `server.update` → `step`) on the global
     /// tracer provider, and send each step's trace context to its worker.
     pub traces: bool,
@@ -117,6 +136,7 @@ impl Default for Options {
             otlp_metrics: false,
             traces: false,
             finished_series_kept: FINISHED_SERIES_KEPT,
+            tls: None,
         }
     }
 }
@@ -190,15 +210,45 @@ pub async fn start_with(
         None => (None, None),
     };
     let watchdog = tokio::spawn(watch_budgets(Arc::clone(&engine)));
-    let router = Server::builder()
+    let mut builder = Server::builder();
+    let mut client_certificates = false;
+    let mut operators = Vec::new();
+    if let Some(tls) = &options.tls {
+        let mut config =
+            ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        if let Some(ca) = &tls.client_ca_pem {
+            if tls.operators.is_empty() {
+                return Err(ControllerError::Tls(
+                    "client certificates are required but no operator name is given: nobody could run `baton`".into(),
+                ));
+            }
+            config = config.client_ca_root(Certificate::from_pem(ca));
+            client_certificates = true;
+            operators.clone_from(&tls.operators);
+        }
+        builder = builder
+            .tls_config(config)
+            .map_err(|e| ControllerError::Tls(error_chain(&e)))?;
+    }
+    let operator_service = OperatorServiceServer::with_interceptor(
+        OperatorGrpc {
+            engine: Arc::clone(&engine),
+        },
+        move |request: tonic::Request<()>| {
+            if client_certificates {
+                crate::peer::check_operator(&request.peer_certs(), &operators)?;
+            }
+            Ok(request)
+        },
+    );
+    let router = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(WorkerServiceServer::new(WorkerGrpc {
             engine: Arc::clone(&engine),
+            client_certificates,
         }))
-        .add_service(OperatorServiceServer::new(OperatorGrpc {
-            engine: Arc::clone(&engine),
-        }));
+        .add_service(operator_service);
     let (shutdown, stop) = oneshot::channel::<()>();
     // `serve_with_incoming` ignores `Server::tcp_nodelay`: without it set here, Nagle's
     // algorithm holds back small writes (an assignment, an event) on accepted connections.
@@ -231,4 +281,16 @@ async fn watch_budgets(engine: Arc<Mutex<Engine>>) {
             tracing::error!(%status, "outage-budget watchdog");
         }
     }
+}
+
+/// An error and its sources, one line ("TLS: bad key: …"), as tonic's are terse alone.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -17,6 +17,8 @@ const HELLO_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct WorkerGrpc {
     pub engine: Arc<Mutex<Engine>>,
+    /// Client certificates are required: a worker speaks only for the server its names.
+    pub client_certificates: bool,
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<v1::ControllerMessage, Status>> + Send>>;
@@ -29,6 +31,7 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
         &self,
         request: Request<Streaming<v1::WorkerMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = request.peer_certs();
         let mut inbound = request.into_inner();
         // A stream that never says hello must not hold a handler for ever.
         let first = tokio::time::timeout(HELLO_WITHIN, inbound.message())
@@ -47,6 +50,9 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
             }
             None => return Err(Status::invalid_argument("the session ended before hello")),
         };
+        if self.client_certificates {
+            crate::peer::check_worker(&peer, &hello.fqdn)?;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let connection = self.engine.lock().await.hello(&hello, tx.clone()).await?;
         let engine = Arc::clone(&self.engine);

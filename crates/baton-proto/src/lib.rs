@@ -5,6 +5,8 @@ pub mod v1 {
     tonic::include_proto!("baton.v1");
 }
 
+pub mod tls;
+
 /// The encoded file descriptor set, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/baton_descriptor.bin"));

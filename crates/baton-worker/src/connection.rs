@@ -23,6 +23,7 @@ use crate::executor::Executor;
 use crate::journal::{Journal, Recovered};
 use crate::report::{self, Reporter};
 use crate::runner::Runner;
+use baton_proto::tls::ClientTls;
 
 /// Heartbeat period until the controller's `Welcome` says otherwise.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -45,6 +46,9 @@ pub struct WorkerConfig {
     /// Where the journal lives; `None` keeps none (a restart then cannot tell the controller
     /// where an assignment stopped, and its server waits for an operator).
     pub state_dir: Option<PathBuf>,
+    /// TLS to the controller (an `https://` URL): its CA, and this worker's certificate when
+    /// the controller requires one.
+    pub tls: ClientTls,
 }
 
 impl WorkerConfig {
@@ -56,16 +60,24 @@ impl WorkerConfig {
             backoff: BackoffPolicy::default(),
             connect_timeout: Duration::from_secs(5),
             state_dir: None,
+            tls: ClientTls::default(),
         }
     }
 }
 
-/// Checks that `url` is a controller address the worker can use (`http://host:port`).
+/// Checks that `url` is a controller address the worker can use (`http://host:port`, or
+/// `https://host:port` with TLS settings).
 pub fn validate_controller_url(url: &str) -> Result<(), WorkerError> {
-    endpoint(url).map(drop)
+    address(url).map(drop)
 }
 
-fn endpoint(url: &str) -> Result<Endpoint, WorkerError> {
+/// The endpoint for `url` with `tls`: files read and checked, scheme and settings agreeing.
+pub fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint, WorkerError> {
+    address(url)?;
+    Ok(tls.endpoint(url)?)
+}
+
+fn address(url: &str) -> Result<Endpoint, WorkerError> {
     let invalid = |reason: String| WorkerError::InvalidControllerUrl {
         url: url.to_owned(),
         reason,
@@ -73,13 +85,12 @@ fn endpoint(url: &str) -> Result<Endpoint, WorkerError> {
     let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| invalid(error_chain(&e)))?;
     let uri = endpoint.uri();
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+        Some("http" | "https") => {}
+        _ => {
             return Err(invalid(
-                "TLS (https) is not supported yet; use http://".into(),
+                "expected http://HOST:PORT or https://HOST:PORT".into(),
             ));
         }
-        _ => return Err(invalid("expected http://HOST:PORT".into())),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(invalid("no host".into()));
@@ -93,7 +104,7 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
-    let endpoint = endpoint(&config.controller)?
+    let endpoint = endpoint(&config.controller, &config.tls)?
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
         // Pings find a dead connection (controller host gone, NAT dropped) within ~25 s,
@@ -201,7 +212,11 @@ impl Connection {
     }
 
     fn log_status(&self, what: &str, status: &Status) {
-        let message = status.message();
+        // A transport failure (a TLS handshake refused, say) says why only in its sources.
+        let message = match Error::source(status) {
+            Some(source) => format!("{}: {}", status.message(), error_chain(source)),
+            None => status.message().to_string(),
+        };
         match status.code() {
             Code::AlreadyExists => tracing::error!(
                 fqdn = %self.fqdn,
@@ -361,13 +376,8 @@ mod tests {
     fn controller_urls() {
         assert!(validate_controller_url("http://127.0.0.1:7411").is_ok());
         assert!(validate_controller_url("http://controller.contoso.com:7411").is_ok());
-        for bad in [
-            "127.0.0.1:7411",
-            "https://c:7411",
-            "ftp://c",
-            "http://",
-            "not a url",
-        ] {
+        assert!(validate_controller_url("https://controller.contoso.com:7411").is_ok());
+        for bad in ["127.0.0.1:7411", "ftp://c", "http://", "not a url"] {
             assert!(validate_controller_url(bad).is_err(), "{bad}");
         }
     }

@@ -27,7 +27,7 @@ mod trace;
 pub(crate) mod test_support;
 
 pub use backoff::{Backoff, BackoffPolicy};
-pub use connection::{WorkerConfig, run, validate_controller_url};
+pub use connection::{WorkerConfig, endpoint, run, validate_controller_url};
 pub use executor::{Executor, ShellExecutor, SimulateExecutor};
 pub use journal::{Journal, JournalError, Recovered};
 pub use report::Reporter;
@@ -43,4 +43,6 @@ pub enum WorkerError {
     InvalidControllerUrl { url: String, reason: String },
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Tls(#[from] baton_proto::tls::TlsError),
 }

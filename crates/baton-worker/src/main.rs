@@ -10,7 +10,8 @@ use clap::{Parser, ValueEnum, builder::NonEmptyStringValueParser};
 #[derive(Debug, Parser)]
 #[command(name = "baton-worker", version, about)]
 struct Args {
-    /// The controller's worker endpoint, e.g. http://controller:7411.
+    /// The controller's worker endpoint, e.g. http://controller:7411, or https://… with
+    /// --tls-ca.
     #[arg(long, env = "BATON_CONTROLLER", value_parser = parse_controller)]
     controller: String,
 
@@ -22,6 +23,19 @@ struct Args {
     /// reported), read back after a restart to tell the controller where an assignment stopped.
     #[arg(long, env = "BATON_STATE_DIR", value_name = "DIR", default_value_os_t = default_state_dir())]
     state_dir: PathBuf,
+
+    /// With an https:// controller: the CA (PEM) that signed the controller's certificate.
+    #[arg(long, env = "BATON_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+
+    /// This worker's certificate (PEM), for a controller that requires client certificates:
+    /// it must name this server's FQDN.
+    #[arg(long, env = "BATON_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "BATON_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 
     /// Program to run instead of `sh` / PowerShell (given the same arguments).
     #[arg(long, value_name = "PATH")]
@@ -78,6 +92,18 @@ fn parse_time_scale(text: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let tls = baton_proto::tls::ClientTls {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+    };
+    // Settings that cannot work are a usage error (exit status 2), before anything starts.
+    if let Err(err) = baton_worker::endpoint(&args.controller, &tls) {
+        use clap::CommandFactory as _;
+        Args::command()
+            .error(clap::error::ErrorKind::ValueValidation, err)
+            .exit();
+    }
     let telemetry =
         baton_telemetry::init("baton-worker", args.log_format, "info").context("baton-worker")?;
 
@@ -99,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut config = WorkerConfig::new(args.controller, args.fqdn, executor);
     config.state_dir = Some(args.state_dir);
+    config.tls = tls;
     let outcome = baton_worker::run(config, baton_telemetry::shutdown_signal()).await;
     tracing::info!("baton-worker stopped");
     telemetry.shutdown(std::time::Duration::from_secs(3)).await;

@@ -10,12 +10,13 @@ pub(crate) mod status;
 
 use crate::Format;
 use anyhow::{Context, Result, anyhow};
+use baton_proto::tls::ClientTls;
 use baton_proto::v1::operator_service_client::OperatorServiceClient;
 use clap::Subcommand;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Where `--controller` points when neither the flag nor `BATON_CONTROLLER` is given.
 pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:7411";
@@ -109,16 +110,16 @@ pub enum OperatorCommand {
 }
 
 /// Runs one operator command against the controller at `controller`.
-pub fn run(controller: &str, command: OperatorCommand) -> Result<()> {
+pub fn run(controller: &str, tls: &ClientTls, command: OperatorCommand) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(dispatch(controller, command))
+    runtime.block_on(dispatch(controller, tls, command))
 }
 
-async fn dispatch(url: &str, command: OperatorCommand) -> Result<()> {
-    let connect = || Controller::connect(url);
+async fn dispatch(url: &str, tls: &ClientTls, command: OperatorCommand) -> Result<()> {
+    let connect = || Controller::connect_with(url, tls);
     match command {
         OperatorCommand::Apply {
             fleet,
@@ -183,14 +184,21 @@ pub struct Controller {
 
 impl Controller {
     pub(crate) async fn connect(url: &str) -> Result<Controller> {
+        Controller::connect_with(url, &ClientTls::default()).await
+    }
+
+    /// Connects over TLS when `tls` is set (then the URL is https://).
+    pub(crate) async fn connect_with(url: &str, tls: &ClientTls) -> Result<Controller> {
         // `127.0.0.1:7411` is what people type; gRPC needs a scheme.
         let full = if url.contains("://") {
             url.to_string()
+        } else if tls.is_set() {
+            format!("https://{url}")
         } else {
             format!("http://{url}")
         };
-        let endpoint = Endpoint::from_shared(full.clone())
-            .map_err(|e| anyhow!("invalid controller URL {url:?}: {}", chain(&e)))?
+        let endpoint = tls
+            .endpoint(&full)?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT);
         let channel = endpoint
