@@ -1307,6 +1307,7 @@ fn the_windows_scripts_pass_only_what_the_worker_accepts() {
             "$Fqdn" => "be01.emea.contoso.com".into(),
             "$StateDir" => r"C:\ProgramData\Baton\worker".into(),
             "$LogFormat" => "json".into(),
+            "$LogFile" => r"C:\ProgramData\Baton\worker\worker.log".into(),
             other => panic!("{install_path}: $workerArgs uses {other}: add a sample value here"),
         }
     };

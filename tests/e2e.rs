@@ -1201,6 +1201,33 @@ fn known_does_not_depend_on_when_the_worker_connected() {
     );
 }
 
+/// `--log-file`: a worker's lines go to its file (as on Windows, where a scheduled task keeps
+/// no stderr), and its stderr stays empty.
+#[test]
+fn a_worker_logs_to_its_log_file() {
+    let Some(mut cluster) = Cluster::start("log_file", Backend::Sqlite) else {
+        return;
+    };
+    let log = cluster.dir().join("worker.log");
+    let log_arg = log.display().to_string();
+    let worker = cluster.start_worker(
+        "a.pair.e2e.test",
+        &["--executor", "simulate", "--log-file", &log_arg],
+        &[],
+    );
+    cluster.wait_connected(["a.pair.e2e.test"]);
+    let text = wait_until("the log file to show the session", support::TIMEOUT, || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("stream open").then_some(text)
+    });
+    assert!(text.contains("baton-worker starting"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes in a file: {text}"
+    );
+    assert_eq!(cluster.worker_stderr(worker), "", "nothing on stderr");
+}
+
 /// A worker that dies mid-assignment (crash, reboot) and comes back must not leave its server
 /// "running" for ever. The new worker process does not name the assignment in its `Hello`, so
 /// the server needs attention (its state is unknown: its pool stays held, nothing runs twice

@@ -30,9 +30,10 @@
       powershell.exe child, which Windows does not end with its parent). This script therefore
       refuses to stop a worker that is running a step unless -Force is given, and then ends the
       step's processes too.
-    - No log file. The worker logs to stderr, which Task Scheduler discards; -LogFormat only
-      matters if you capture it (e.g. under WinSW). What happened is in the controller
-      (`baton status`, `baton events`) and in the journal (StateDir\journal.jsonl).
+    - Logs: Task Scheduler keeps no stderr, so the worker writes StateDir\worker.log
+      (--log-file; moved to worker.log.1 at start once past 10 MB). What happened is also in
+      the controller (`baton status`, `baton events`) and in the journal
+      (StateDir\journal.jsonl).
 
     Re-running the script replaces the task (new settings take effect at once: a running
     worker is stopped and started again). The binary is not copied: put baton-worker.exe at
@@ -57,7 +58,7 @@
     on Windows). Created, and restricted to SYSTEM and Administrators.
 
 .PARAMETER LogFormat
-    text or json (see above: stderr is not kept by Task Scheduler).
+    text or json, of StateDir\worker.log.
 
 .PARAMETER OtlpEndpoint
     Optional OTLP/gRPC collector, e.g. http://collector.contoso.com:4317. A scheduled task has
@@ -257,11 +258,14 @@ foreach ($value in @($ControllerUrl, $Fqdn, $StateDir, $TlsCa, $TlsCert, $TlsKey
     }
 }
 
+# A scheduled task keeps no stderr: the lines go to a file in the state folder.
+$LogFile = Join-Path $StateDir 'worker.log'
 $workerArgs = @(
     '--controller', $ControllerUrl,
     '--fqdn', $Fqdn,
     '--state-dir', $StateDir,
-    '--log-format', $LogFormat
+    '--log-format', $LogFormat,
+    '--log-file', $LogFile
 )
 # TLS files: the flags are checked below (--help); that the files are readable PEM and agree
 # with the URL the worker checks when it starts (exit code 2, naming the flag and the file).

@@ -68,7 +68,14 @@ pub fn run(args: DemoArgs, log_format: baton_telemetry::LogFormat) -> Result<()>
     runtime.block_on(async {
         // Only warnings by default: the demo's own output is the show. With an OTLP endpoint
         // set, the rollout's trace (controller and workers alike) goes out too.
-        let telemetry = baton_telemetry::init("baton-demo", log_format, "warn")?;
+        let telemetry = baton_telemetry::init(
+            "baton-demo",
+            baton_telemetry::Logs {
+                format: log_format,
+                default_filter: "warn",
+                file: None,
+            },
+        )?;
         let outcome = demo(args, telemetry.traces()).await;
         telemetry.shutdown(Duration::from_secs(3)).await;
         outcome

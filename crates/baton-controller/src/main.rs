@@ -31,6 +31,9 @@ struct Args {
     /// over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     #[arg(long, value_enum, env = "BATON_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Append log lines to this file instead of stderr (moved to FILE.1 at start past 10 MB).
+    #[arg(long, env = "BATON_LOG_FILE", value_name = "FILE")]
+    log_file: Option<PathBuf>,
     /// Serve gRPC over TLS with this certificate (PEM, valid for the name clients use).
     #[arg(long, env = "BATON_TLS_CERT", value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -101,7 +104,14 @@ async fn main() -> ExitCode {
                 .exit()
         }
     };
-    let telemetry = match baton_telemetry::init("baton-controller", args.log_format, "info") {
+    let telemetry = match baton_telemetry::init(
+        "baton-controller",
+        baton_telemetry::Logs {
+            format: args.log_format,
+            default_filter: "info",
+            file: args.log_file.as_deref(),
+        },
+    ) {
         Ok(telemetry) => telemetry,
         Err(err) => {
             eprintln!("error: {err}");

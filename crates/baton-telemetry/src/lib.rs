@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -40,15 +41,51 @@ pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
 }
 
-/// Installs the global subscriber: logs on stderr in `format`, filtered by `RUST_LOG` or else
-/// `default_filter` (`"info"`), and, when `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` is set,
-/// spans over OTLP with `service` as the default `service.name` (`OTEL_SERVICE_NAME` wins).
-/// Call inside a Tokio runtime.
-pub fn init(
-    service: &str,
-    format: LogFormat,
-    default_filter: &str,
-) -> Result<Telemetry, TelemetryError> {
+/// Where log lines go and how they look.
+#[derive(Debug, Clone, Copy)]
+pub struct Logs<'a> {
+    pub format: LogFormat,
+    /// Used when `RUST_LOG` is not set (`"info"`, `"warn"`...).
+    pub default_filter: &'a str,
+    /// Append to this file instead of stderr (a Windows scheduled task keeps no stderr).
+    pub file: Option<&'a std::path::Path>,
+}
+
+/// A log file over this size at start is moved to `NAME.1` (one old file kept).
+const LOG_FILE_ROTATE_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Opens the log file for appending, first moving it to `NAME.1` when it has grown past
+/// `rotate_bytes`.
+fn open_log_file(
+    path: &std::path::Path,
+    rotate_bytes: u64,
+) -> Result<std::fs::File, TelemetryError> {
+    let named = |e: std::io::Error| TelemetryError(format!("log file {}: {e}", path.display()));
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > rotate_bytes) {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        std::fs::rename(path, old).map_err(named)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(named)
+}
+
+/// Installs the global subscriber: log lines as `logs` says, filtered by `RUST_LOG` or else
+/// its default filter, and, when `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` is set, spans over
+/// OTLP with `service` as the default `service.name` (`OTEL_SERVICE_NAME` wins). Call inside a
+/// Tokio runtime.
+pub fn init(service: &str, logs: Logs<'_>) -> Result<Telemetry, TelemetryError> {
+    let Logs {
+        format,
+        default_filter,
+        file,
+    } = logs;
+    let file = file
+        .map(|path| open_log_file(path, LOG_FILE_ROTATE_BYTES))
+        .transpose()?;
     let tracer_provider = if OtlpSignals::from_env().traces {
         let provider = otlp::tracer_provider(resource(service))?;
         // Also the global one: spans built with the OpenTelemetry API (the controller's, which
@@ -66,16 +103,20 @@ pub fn init(
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Colour only for a person at a terminal, never in a log file.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let writer = match file {
+        Some(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let logs = if format == LogFormat::Json {
         tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_filter(filter())
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_ansi(ansi)
             .with_filter(filter())
             .boxed()
@@ -134,5 +175,33 @@ pub fn set_parent_from_map(
         && let Err(err) = span.set_parent(parent)
     {
         tracing::debug!(%err, "trace context not applied");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_log_file;
+    use std::io::Write as _;
+
+    #[test]
+    fn a_log_file_is_appended_to_and_moved_aside_when_large() {
+        let dir = std::env::temp_dir().join(format!("baton-logfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("worker.log");
+        let _ = std::fs::remove_file(&path);
+        writeln!(open_log_file(&path, 100).expect("open"), "first").expect("write");
+        writeln!(open_log_file(&path, 100).expect("open"), "second").expect("write");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\nsecond\n");
+        // Past the limit at start: moved to worker.log.1, a fresh file begins.
+        writeln!(open_log_file(&path, 5).expect("open"), "third").expect("write");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "third\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("worker.log.1")).unwrap(),
+            "first\nsecond\n"
+        );
+        let err = open_log_file(&dir.join("missing-folder").join("x.log"), 100)
+            .expect_err("no such folder");
+        assert!(err.to_string().contains("missing-folder"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

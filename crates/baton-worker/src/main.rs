@@ -57,6 +57,10 @@ struct Args {
         default_value_t = baton_telemetry::LogFormat::Text
     )]
     log_format: baton_telemetry::LogFormat,
+
+    /// Append log lines to this file instead of stderr (moved to FILE.1 at start past 10 MB).
+    #[arg(long, env = "BATON_LOG_FILE", value_name = "FILE")]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,8 +108,15 @@ async fn main() -> anyhow::Result<()> {
             .error(clap::error::ErrorKind::ValueValidation, err)
             .exit();
     }
-    let telemetry =
-        baton_telemetry::init("baton-worker", args.log_format, "info").context("baton-worker")?;
+    let telemetry = baton_telemetry::init(
+        "baton-worker",
+        baton_telemetry::Logs {
+            format: args.log_format,
+            default_filter: "info",
+            file: args.log_file.as_deref(),
+        },
+    )
+    .context("baton-worker")?;
 
     let executor = match args.executor {
         ExecutorKind::Shell => Executor::Shell(ShellExecutor {
