@@ -292,6 +292,12 @@ fn one_trace_spans_the_controller_and_its_workers() {
         .unwrap_or_else(|| panic!("no 'rollout started' line:\n{logged}"))
         .to_string();
 
+    let status_trace_id = cluster.status(&id)["trace_id"]
+        .as_str()
+        .expect("a trace id in the status")
+        .to_string();
+    let status_table = cluster.baton_ok(&["status", &id]);
+
     // A clean stop flushes what is still queued.
     for worker in workers {
         assert!(cluster.stop_worker(worker).success());
@@ -320,6 +326,12 @@ fn one_trace_spans_the_controller_and_its_workers() {
     assert!(
         trace_line.contains(&format!("trace_id={trace_id}")),
         "{trace_line} should name trace {trace_id}"
+    );
+    // ...and the one `baton status` shows.
+    assert_eq!(status_trace_id, trace_id);
+    assert!(
+        status_table.contains(&format!("trace {trace_id}")),
+        "{status_table}"
     );
     let by_id: HashMap<Vec<u8>, &Exported> =
         spans.iter().map(|s| (s.span.span_id.clone(), s)).collect();

@@ -299,6 +299,7 @@ fn rollout(state: &str, elapsed_s: f64, servers: Vec<ServerStatus>) -> RolloutSt
         lower_bound_s: 1000.0,
         servers,
         note: String::new(),
+        trace_id: String::new(),
     }
 }
 
@@ -431,6 +432,7 @@ fn status_json_has_exactly_the_documented_keys() {
             "planned_makespan_s",
             "lower_bound_s",
             "note",
+            "trace_id",
             "servers",
         ])
     );

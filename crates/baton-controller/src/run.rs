@@ -359,6 +359,11 @@ impl RolloutRun {
             lower_bound_s: seconds(self.lower_bound_ms),
             servers,
             note: self.note.clone().unwrap_or_default(),
+            trace_id: self
+                .trace
+                .trace_id()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
         }
     }
 }

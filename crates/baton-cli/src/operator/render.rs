@@ -144,6 +144,9 @@ pub fn heading(status: &RolloutStatus) -> String {
     if !status.note.is_empty() {
         let _ = writeln!(out, "{}", status.note);
     }
+    if !status.trace_id.is_empty() {
+        let _ = writeln!(out, "trace {}", status.trace_id);
+    }
     let pools = pools(status);
     let width = pools.iter().map(|p| p.pool.len()).max().unwrap_or(0);
     for p in &pools {
@@ -207,6 +210,8 @@ struct StatusJson<'a> {
     lower_bound_s: f64,
     /// Why the controller paused the rollout by itself; empty otherwise.
     note: &'a str,
+    /// The rollout's OpenTelemetry trace id; empty without trace export.
+    trace_id: &'a str,
     servers: Vec<ServerJson<'a>>,
 }
 
@@ -235,6 +240,7 @@ pub fn status_json(status: &RolloutStatus) -> serde_json::Result<String> {
         planned_makespan_s: status.planned_makespan_s,
         lower_bound_s: status.lower_bound_s,
         note: &status.note,
+        trace_id: &status.trace_id,
         servers: status
             .servers
             .iter()
@@ -466,6 +472,7 @@ mod tests {
             planned_makespan_s: 3600.0,
             lower_bound_s: 3000.0,
             note: String::new(),
+            trace_id: String::new(),
             servers: vec![
                 ServerStatus {
                     start_s: Some(0.0),
