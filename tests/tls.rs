@@ -52,6 +52,7 @@ timeout = "30s"
 
 const SERVERS: [&str; 2] = ["se1.tls.e2e.test", "se2.tls.e2e.test"];
 const OPERATOR: &str = "ops.tls.e2e.test";
+const VIEWER: &str = "watch.tls.e2e.test";
 
 /// A certificate and its key, written as PEM files.
 struct Pair {
@@ -157,6 +158,7 @@ fn a_rollout_over_mutual_tls_and_every_stranger_turned_away() {
                 "BATON_TLS_OPERATORS",
                 &format!("{OPERATOR},other-ops.tls.e2e.test"),
             ),
+            ("BATON_TLS_VIEWERS", VIEWER),
         ]),
         cli_env: support::owned(&[
             ("BATON_TLS_CA", &ca),
@@ -264,6 +266,30 @@ fn a_rollout_over_mutual_tls_and_every_stranger_turned_away() {
         stderr(&as_worker).contains("not an operator's"),
         "{}",
         stderr(&as_worker)
+    );
+    // A viewer reads, and cannot change anything.
+    let viewer = pki.issue("viewer", &[VIEWER], false);
+    let viewer_env = [
+        ("BATON_TLS_CA", ca.clone()),
+        ("BATON_TLS_CERT", path(&viewer.cert)),
+        ("BATON_TLS_KEY", path(&viewer.key)),
+    ];
+    let as_viewer = |args: &[&str]| {
+        let mut command = Command::new(&bins().baton);
+        command.args(["--controller", &cluster.url]).args(args);
+        for (key, value) in &viewer_env {
+            command.env(key, value);
+        }
+        run_bounded(&mut command, TIMEOUT, "baton as a viewer")
+    };
+    let read = as_viewer(&["status", &id]);
+    assert!(read.status.success(), "{}", stderr(&read));
+    let change = as_viewer(&["pause", &id]);
+    assert!(!change.status.success());
+    assert!(
+        stderr(&change).contains("viewer's certificate"),
+        "{}",
+        stderr(&change)
     );
     let anonymous = baton(&[("BATON_TLS_CA", &ca)], &cluster.url);
     assert!(!anonymous.status.success(), "{}", stderr(&anonymous));

@@ -60,6 +60,16 @@ struct Args {
         requires = "tls_client_ca"
     )]
     tls_operators: Vec<String>,
+    /// With --tls-client-ca: a name a viewer's certificate may be valid for, to read status,
+    /// events and servers only (repeat, or comma-separate in the variable).
+    #[arg(
+        long = "tls-viewer",
+        env = "BATON_TLS_VIEWERS",
+        value_name = "NAME",
+        value_delimiter = ',',
+        requires = "tls_client_ca"
+    )]
+    tls_viewers: Vec<String>,
 }
 
 /// The TLS settings, files read and checked; a usage error names the flag and the file.
@@ -85,6 +95,7 @@ fn server_tls(args: &Args) -> Result<Option<baton_controller::ServerTls>, String
         key_pem: read_private_key("--tls-key", key).map_err(|e| e.to_string())?,
         client_ca_pem,
         operators: args.tls_operators.clone(),
+        viewers: args.tls_viewers.clone(),
     }))
 }
 

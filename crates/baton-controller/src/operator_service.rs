@@ -2,6 +2,7 @@
 
 use crate::engine::Engine;
 use crate::events::kind;
+use crate::peer::require_operator;
 use baton_core::scheduler::Event;
 use baton_proto::v1;
 use baton_store::EventRow;
@@ -37,6 +38,7 @@ impl OperatorGrpc {
         request: Request<v1::RolloutRef>,
         event: Event,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
+        require_operator(&request)?;
         let request = request.into_inner();
         let force = event == Event::Abort && request.force;
         let status = self
@@ -55,6 +57,7 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
         &self,
         request: Request<v1::ApplyRequest>,
     ) -> Result<Response<v1::ApplyResponse>, Status> {
+        require_operator(&request)?;
         let id = self.engine.lock().await.apply(request.into_inner()).await?;
         Ok(Response::new(v1::ApplyResponse {
             rollout_id: id.to_string(),
@@ -98,6 +101,7 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
         &self,
         request: Request<v1::ResolveRequest>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
+        require_operator(&request)?;
         let status = self
             .engine
             .lock()

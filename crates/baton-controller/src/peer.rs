@@ -37,14 +37,41 @@ pub fn check_worker(peer: &PeerCerts, fqdn: &str) -> Result<(), Status> {
     }
 }
 
-/// Operator calls need a certificate valid for one of `operators`.
-pub fn check_operator(peer: &PeerCerts, operators: &[String]) -> Result<(), Status> {
+/// What an operator-service client may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything `baton` does.
+    Operator,
+    /// Read only: status, events, servers.
+    Viewer,
+}
+
+/// The role of a client of the operator service: a certificate valid for one of `operators`
+/// is an operator's, one valid for one of `viewers` a viewer's; any other is refused.
+pub fn operator_role(
+    peer: &PeerCerts,
+    operators: &[String],
+    viewers: &[String],
+) -> Result<Role, Status> {
     let cert = end_entity(peer)?;
     if operators.iter().any(|name| valid_for(cert, name)) {
-        Ok(())
+        Ok(Role::Operator)
+    } else if viewers.iter().any(|name| valid_for(cert, name)) {
+        Ok(Role::Viewer)
     } else {
         Err(Status::permission_denied(
-            "this client certificate is not an operator's (the controller's --tls-operator names)",
+            "this client certificate is not an operator's (the controller's --tls-operator and --tls-viewer names)",
         ))
+    }
+}
+
+/// Calls that change something need an operator: a viewer's certificate is refused. (Without
+/// client certificates there are no roles: whoever reaches the port is an operator.)
+pub fn require_operator<T>(request: &tonic::Request<T>) -> Result<(), Status> {
+    match request.extensions().get::<Role>() {
+        Some(Role::Viewer) => Err(Status::permission_denied(
+            "a viewer's certificate (--tls-viewer) may read status, events and servers, not change a rollout",
+        )),
+        Some(Role::Operator) | None => Ok(()),
     }
 }

@@ -50,6 +50,9 @@ pub struct ServerTls {
     pub client_ca_pem: Option<Vec<u8>>,
     /// With `client_ca_pem`: the names an operator's certificate may be valid for.
     pub operators: Vec<String>,
+    /// With `client_ca_pem`: the names a viewer's certificate may be valid for (status, events
+    /// and servers only).
+    pub viewers: Vec<String>,
 }
 
 /// A running controller.
@@ -213,6 +216,7 @@ pub async fn start_with(
     let mut builder = Server::builder();
     let mut client_certificates = false;
     let mut operators = Vec::new();
+    let mut viewers = Vec::new();
     if let Some(tls) = &options.tls {
         let mut config =
             ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
@@ -225,6 +229,7 @@ pub async fn start_with(
             config = config.client_ca_root(Certificate::from_pem(ca));
             client_certificates = true;
             operators.clone_from(&tls.operators);
+            viewers.clone_from(&tls.viewers);
         }
         builder = builder
             .tls_config(config)
@@ -234,9 +239,10 @@ pub async fn start_with(
         OperatorGrpc {
             engine: Arc::clone(&engine),
         },
-        move |request: tonic::Request<()>| {
+        move |mut request: tonic::Request<()>| {
             if client_certificates {
-                crate::peer::check_operator(&request.peer_certs(), &operators)?;
+                let role = crate::peer::operator_role(&request.peer_certs(), &operators, &viewers)?;
+                request.extensions_mut().insert(role);
             }
             Ok(request)
         },
