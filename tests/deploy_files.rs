@@ -41,7 +41,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `OTEL_*` variables Baton honours, as docs/telemetry.md ("OTLP and logs") lists them:
 /// read by `baton-telemetry` or by the OpenTelemetry SDK it configures.
-const KNOWN_OTEL: [&str; 14] = [
+const KNOWN_OTEL: [&str; 17] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
@@ -56,6 +56,9 @@ const KNOWN_OTEL: [&str; 14] = [
     "OTEL_TRACES_EXPORTER",
     "OTEL_METRICS_EXPORTER",
     "OTEL_SDK_DISABLED",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
 ];
 
 /// Other variables an example file may set: the log filter of both binaries.

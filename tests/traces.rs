@@ -26,6 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
+use support::pki::{Pair, Pki};
 use support::{Backend, Cluster, TIMEOUT, wait_until};
 use tonic::{Request, Response, Status};
 
@@ -160,13 +161,21 @@ impl Received {
 }
 
 /// Serves OTLP trace and metric export on 127.0.0.1:0 until the runtime is dropped.
-fn start_receiver(runtime: &tokio::runtime::Runtime) -> (SocketAddr, Received) {
+fn start_receiver(runtime: &tokio::runtime::Runtime, tls: Option<&Pair>) -> (SocketAddr, Received) {
     let received = Received::default();
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind a loopback port for the OTLP receiver");
     let addr = listener.local_addr().expect("the receiver's address");
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(pair) = tls {
+        let read = |path: &std::path::Path| std::fs::read(path).expect("read a test PEM file");
+        let identity = tonic::transport::Identity::from_pem(read(&pair.cert), read(&pair.key));
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .expect("the receiver's TLS");
+    }
+    let server = builder
         .add_service(TraceServiceServer::new(received.clone()))
         .add_service(MetricsServiceServer::new(received.clone()))
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
@@ -241,30 +250,54 @@ const STEPS: [&str; 3] = ["prepare", "flaky", "patch"];
 const CONTROLLER_SERVICE: &str = "baton-controller-e2e";
 const WORKER_SERVICE: &str = "baton-worker-e2e";
 
-#[test]
-fn one_trace_spans_the_controller_and_its_workers() {
+/// What a rollout traced end to end left behind.
+struct TracedRollout {
+    id: String,
+    fleet: baton_core::Fleet,
+    /// The controller's `rollout started` log line.
+    trace_line: String,
+    /// `trace_id` of `baton status --format json`, and the table of `baton status`.
+    status_trace_id: String,
+    status_table: String,
+    spans: Vec<Exported>,
+    received: Received,
+    /// Keeps the receiver serving.
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// A real controller and workers exporting to a receiver here (over TLS with `tls`: the
+/// receiver's certificate and the CA that signed it), a rollout with a pause and a resume,
+/// then a clean stop of every process; returns once every expected span has arrived.
+fn traced_rollout(test: &str, tls: Option<(&Pki, &Pair)>) -> TracedRollout {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a Tokio runtime for the receiver");
-    let (addr, received) = start_receiver(&runtime);
-    let endpoint = format!("http://{addr}");
+    let (addr, received) = start_receiver(&runtime, tls.map(|(_, pair)| pair));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{addr}");
+    // The collector's CA, for an https:// endpoint (the standard variable).
+    let ca = tls.map_or_else(String::new, |(pki, _)| pki.ca_file().display().to_string());
     let otel_env = |service: &'static str| {
-        [
+        let mut env = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
             ("OTEL_SERVICE_NAME", service.to_string()),
             // Export soon after each span ends, so a lost flush would show.
             ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
             ("OTEL_METRIC_EXPORT_INTERVAL", "200".to_string()),
-        ]
+        ];
+        if tls.is_some() {
+            env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.clone()));
+        }
+        env
     };
     let controller_env = otel_env(CONTROLLER_SERVICE);
     let controller_env: Vec<(&str, &str)> = controller_env
         .iter()
         .map(|(k, v)| (*k, v.as_str()))
         .collect();
-    let mut cluster = Cluster::start_with_env("traces", Backend::Sqlite, &controller_env)
+    let mut cluster = Cluster::start_with_env(test, Backend::Sqlite, &controller_env)
         .expect("SQLite needs no server");
     let fleet = baton_core::Fleet::from_toml("fleet.toml", FLEET).expect("the test fleet");
     let fleet_file = cluster.write("fleet.toml", FLEET);
@@ -310,6 +343,32 @@ fn one_trace_spans_the_controller_and_its_workers() {
         let spans = received.spans();
         (spans.len() >= expected_spans).then_some(spans)
     });
+    TracedRollout {
+        id,
+        fleet,
+        trace_line,
+        status_trace_id,
+        status_table,
+        spans,
+        received,
+        _runtime: runtime,
+    }
+}
+
+#[test]
+fn one_trace_spans_the_controller_and_its_workers() {
+    let TracedRollout {
+        id,
+        fleet,
+        trace_line,
+        status_trace_id,
+        status_table,
+        spans,
+        received,
+        _runtime,
+    } = traced_rollout("traces", None);
+    let servers = fleet.servers.len();
+    let expected_spans = 1 + servers + 2 * servers * STEPS.len();
     let listing = || {
         spans
             .iter()
@@ -507,4 +566,22 @@ fn status(span: &Exported) -> StatusCode {
         .status
         .as_ref()
         .map_or(StatusCode::Unset, |s| s.code())
+}
+
+/// `https://` collectors: the standard `OTEL_EXPORTER_OTLP_CERTIFICATE` names their CA, and
+/// both the controller and the workers deliver the same one trace over TLS.
+#[test]
+fn spans_reach_a_collector_over_tls() {
+    let pki = Pki::new();
+    let collector = pki.issue("collector", &["localhost"], false);
+    let traced = traced_rollout("traces-tls", Some((&pki, &collector)));
+    let servers = traced.fleet.servers.len();
+    assert_eq!(traced.spans.len(), 1 + servers + 2 * servers * STEPS.len());
+    let traces: BTreeSet<String> = traced.spans.iter().map(|s| hex(&s.span.trace_id)).collect();
+    assert_eq!(traces.len(), 1);
+    let services: BTreeSet<&str> = traced.spans.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(
+        services,
+        BTreeSet::from([CONTROLLER_SERVICE, WORKER_SERVICE])
+    );
 }

@@ -59,6 +59,51 @@ pub fn resource(service: &str) -> Resource {
     }
 }
 
+/// The TLS of an `https://` OTLP endpoint for `signal` (`TRACES`, `METRICS`), from the
+/// standard variables: `OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE` (the collector's CA; public
+/// CAs otherwise) and `…_CLIENT_CERTIFICATE` / `…_CLIENT_KEY` (mutual TLS). `None` for an
+/// `http://` endpoint.
+fn tls_config(signal: &str) -> Result<Option<tonic::transport::ClientTlsConfig>, TelemetryError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let var = |name: &str| {
+        std::env::var(format!("OTEL_EXPORTER_OTLP_{signal}_{name}"))
+            .or_else(|_| std::env::var(format!("OTEL_EXPORTER_OTLP_{name}")))
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    };
+    let https =
+        var("ENDPOINT").is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("https://"));
+    if !https {
+        return Ok(None);
+    }
+    let read = |name: &str, path: &str| {
+        std::fs::read(path)
+            .map_err(|e| TelemetryError(format!("OTEL_EXPORTER_OTLP_{name} {path}: {e}")))
+    };
+    let mut config = match var("CERTIFICATE") {
+        Some(ca) => {
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("CERTIFICATE", &ca)?))
+        }
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    };
+    match (var("CLIENT_CERTIFICATE"), var("CLIENT_KEY")) {
+        (Some(cert), Some(key)) => {
+            config = config.identity(Identity::from_pem(
+                read("CLIENT_CERTIFICATE", &cert)?,
+                read("CLIENT_KEY", &key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(TelemetryError(
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together"
+                    .into(),
+            ));
+        }
+    }
+    Ok(Some(config))
+}
+
 /// One export attempt: retries would hold a shutdown for seconds when no collector answers.
 fn retry_policy() -> RetryPolicy {
     RetryPolicy::disabled()
@@ -66,9 +111,13 @@ fn retry_policy() -> RetryPolicy {
 
 pub(crate) fn tracer_provider(resource: Resource) -> Result<SdkTracerProvider, TelemetryError> {
     use opentelemetry_otlp::WithTonicConfig as _;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .with_retry_policy(retry_policy())
+        .with_retry_policy(retry_policy());
+    if let Some(tls) = tls_config("TRACES")? {
+        builder = builder.with_tls_config(tls);
+    }
+    let exporter = builder
         .build()
         .map_err(|e| TelemetryError(format!("OTLP span exporter: {e}")))?;
     Ok(SdkTracerProvider::builder()
@@ -86,9 +135,13 @@ pub fn metric_reader()
     if !OtlpSignals::from_env().metrics {
         return Ok(None);
     }
-    let exporter = opentelemetry_otlp::MetricExporter::builder()
+    let mut builder = opentelemetry_otlp::MetricExporter::builder()
         .with_tonic()
-        .with_retry_policy(retry_policy())
+        .with_retry_policy(retry_policy());
+    if let Some(tls) = tls_config("METRICS")? {
+        builder = builder.with_tls_config(tls);
+    }
+    let exporter = builder
         .build()
         .map_err(|e| TelemetryError(format!("OTLP metric exporter: {e}")))?;
     Ok(Some(PeriodicReader::builder(exporter).build()))
