@@ -1225,7 +1225,7 @@ impl Engine {
                     .await
                     .map_err(store_error)?;
                 let succeeded = m.exit_code == 0 && !m.timed_out && m.error.is_empty();
-                self.observe_step_finished(id, server, &step, succeeded);
+                self.observe_step_finished(id, server, &step, succeeded, m.duration_ms);
                 let run = self.rollouts.get_mut(&id).expect("known");
                 let info = run.server_info(server);
                 let result = AttemptResult {

@@ -95,17 +95,26 @@ impl Engine {
         }
     }
 
+    /// A step attempt ended: its duration by the worker's clock when it says
+    /// (`StepFinished.duration_ms`), else from when its start reached the controller.
     pub(crate) fn observe_step_finished(
         &mut self,
         id: i64,
         server: ServerId,
         step: &str,
         succeeded: bool,
+        worker_ms: Option<u64>,
     ) {
-        if let Some(began) = self.step_clock.remove(&(id, server)) {
+        let began = self.step_clock.remove(&(id, server));
+        let seconds = match (worker_ms, began) {
+            (Some(ms), _) => Some(ms as f64 / 1000.0),
+            (None, Some(began)) => Some(began.elapsed().as_secs_f64()),
+            (None, None) => None,
+        };
+        if let Some(seconds) = seconds {
             let outcome = if succeeded { "succeeded" } else { "failed" };
             self.telemetry.metrics.step_duration.record(
-                began.elapsed().as_secs_f64(),
+                seconds,
                 &[
                     KeyValue::new("step", step.to_string()),
                     KeyValue::new("outcome", outcome),

@@ -114,6 +114,9 @@ fn step_started(assignment: &str, step_index: u32) -> Body {
     })
 }
 
+/// How long the played worker says each step attempt ran.
+const STEP_MS: u64 = 1500;
+
 fn step_finished(assignment: &str, step_index: u32) -> Body {
     Body::StepFinished(v1::StepFinished {
         assignment_id: assignment.to_string(),
@@ -122,6 +125,7 @@ fn step_finished(assignment: &str, step_index: u32) -> Body {
         exit_code: 0,
         timed_out: false,
         error: String::new(),
+        duration_ms: Some(STEP_MS),
     })
 }
 
@@ -1827,6 +1831,13 @@ async fn metrics_follow_a_rollout_and_pass_promtool() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(steps, 4.0, "{body}");
+    // Timed by the worker's clock (StepFinished.duration_ms), not by when messages arrived.
+    let seconds: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("baton_step_duration_seconds_sum"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(seconds, 4.0 * STEP_MS as f64 / 1000.0, "{body}");
     assert_eq!(
         sample(&body, "baton_dispatch_latency_seconds_count").unwrap_or(0.0),
         1.0,

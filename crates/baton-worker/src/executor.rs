@@ -605,6 +605,8 @@ mod tests {
                     Body::StepStarted(_) => "started",
                     Body::StepFinished(f) => {
                         assert_eq!((f.exit_code, f.attempt), (0, 1));
+                        // The worker's own clock: each step's 2.5 s share.
+                        assert_eq!(f.duration_ms, Some(2500));
                         "finished"
                     }
                     Body::AssignmentFinished(f) => {

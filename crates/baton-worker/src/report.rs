@@ -3,13 +3,15 @@
 //! assignment keeps running (and its messages queue) while the worker reconnects. With a
 //! journal, each step start and result is on disk before it is sent.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use baton_proto::v1::{
     Assignment, AssignmentFinished, Heartbeat, Hello, Interrupted, StepFinished, StepOutput,
     StepStarted, WorkerMessage, worker_message::Body,
 };
 use tokio::sync::mpsc;
+// Tokio's clock, so tests with paused time measure their virtual durations.
+use tokio::time::Instant;
 
 use crate::journal::{Journal, JournalError};
 use crate::process::AttemptOutcome;
@@ -19,11 +21,17 @@ use crate::process::AttemptOutcome;
 pub struct Reporter {
     tx: mpsc::UnboundedSender<WorkerMessage>,
     journal: Option<Arc<Journal>>,
+    /// When the running attempt began (one at a time), for `StepFinished.duration_ms`.
+    attempt_began: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Reporter {
     pub fn new(tx: mpsc::UnboundedSender<WorkerMessage>) -> Self {
-        Self { tx, journal: None }
+        Self {
+            tx,
+            journal: None,
+            attempt_began: Arc::default(),
+        }
     }
 
     /// A reporter and the receiving end that the connection drains.
@@ -62,6 +70,10 @@ impl Reporter {
         if let Some(journal) = &self.journal {
             journal.step_started(assignment_id, step_index, attempt)?;
         }
+        *self
+            .attempt_began
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         self.send(Body::StepStarted(StepStarted {
             assignment_id: assignment_id.to_owned(),
             step_index,
@@ -102,6 +114,12 @@ impl Reporter {
                 AttemptOutcome::CouldNotStart(error) => error.clone(),
                 _ => String::new(),
             },
+            duration_ms: self
+                .attempt_began
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .map(|began| u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX)),
         }));
     }
 
