@@ -57,7 +57,7 @@ pub struct Engine {
     rollouts: BTreeMap<i64, RolloutRun>,
     next_assignment: u64,
     telemetry: Arc<Telemetry>,
-    /// When a server last left maintenance, until the starts it allows are sent (dispatch
+    /// When a server's result came in, while the starts it allows are sent (dispatch
     /// latency).
     slot_freed: Option<Instant>,
     /// When each running step began, by rollout and server (step durations).
@@ -566,6 +566,14 @@ impl Engine {
     /// Feeds events to a rollout's scheduler and carries out what it decides: each start is
     /// committed as `server_started` before its assignment is sent.
     async fn drive(&mut self, id: i64, events: &[Event]) -> Result<(), Status> {
+        let driven = self.drive_once(id, events).await;
+        // A freed slot times only the starts it allows right away (dispatch latency): one that
+        // waits for a rule is the schedule, not the controller being slow.
+        self.slot_freed = None;
+        driven
+    }
+
+    async fn drive_once(&mut self, id: i64, events: &[Event]) -> Result<(), Status> {
         let run = self.rollouts.get_mut(&id).expect("known rollout");
         run.last_progress_ms = baton_store::now_ms();
         run.scheduler_version += 1;

@@ -147,7 +147,7 @@ impl Engine {
 
     /// An assignment was sent: how long since a slot freed.
     pub(crate) fn observe_dispatch(&mut self) {
-        if let Some(freed) = self.slot_freed.take() {
+        if let Some(freed) = self.slot_freed {
             self.telemetry
                 .metrics
                 .dispatch_latency
