@@ -3,26 +3,25 @@
 
 use super::Engine;
 use crate::metrics::{PoolOutage, RolloutView, SERVER_STATES, Snapshot};
-use crate::run::{RolloutRun, RunState};
+use crate::run::RunState;
 use baton_core::fleet::ServerId;
 use opentelemetry::KeyValue;
+use std::collections::BTreeMap;
 
 impl Engine {
     /// Rebuilds the gauges' snapshot from the engine's state.
     pub(crate) fn publish_metrics(&mut self) {
         let kept = self.finished_series_kept;
-        let shown = |run: &RolloutRun| run.ended_ago().is_none_or(|ago| ago < kept);
-        let ends: Vec<Option<u64>> = self
+        // Decided once, with each shown rollout's expected end (which needs `&mut`).
+        let ends: BTreeMap<i64, Option<u64>> = self
             .rollouts
             .values_mut()
-            .filter(|run| shown(run))
-            .map(|run| run.expected_end())
+            .filter(|run| run.ended_ago().is_none_or(|ago| ago < kept))
+            .map(|run| (run.id, run.expected_end()))
             .collect();
-        let rollouts = self
-            .rollouts
-            .values()
-            .filter(|run| shown(run))
-            .zip(ends)
+        let rollouts = ends
+            .iter()
+            .map(|(id, end)| (&self.rollouts[id], *end))
             .map(|(run, end)| {
                 // States are counted straight from the scheduler: `status` would also explain
                 // every waiting server, which is costly at fleet scale and unused here.
