@@ -585,3 +585,118 @@ fn spans_reach_a_collector_over_tls() {
         BTreeSet::from([CONTROLLER_SERVICE, WORKER_SERVICE])
     );
 }
+
+/// Two standalone servers, one long step each: both run across the controller's crash.
+const CRASH_FLEET: &str = r#"
+[fleet]
+name = "e2e-traces-crash"
+
+[[pool]]
+fqdn = "pool1.crash.test"
+edition = "standard"
+
+  [[pool.server]]
+  fqdn = "se1.crash.test"
+  role = "standard"
+
+[[pool]]
+fqdn = "pool2.crash.test"
+edition = "standard"
+
+  [[pool.server]]
+  fqdn = "se2.crash.test"
+  role = "standard"
+"#;
+
+const CRASH_RUNBOOK: &str = r#"
+[runbook]
+name = "e2e-traces-crash"
+shell = "sh"
+expected_duration = "3s"
+
+[[step]]
+id = "long"
+run = "sleep 2"
+timeout = "30s"
+"#;
+
+/// A controller killed (SIGKILL) while both servers run, and started again: the new one ends
+/// the spans its predecessor began, under the same ids and from the logged starts, so the
+/// rollout is still one trace with one root, and the workers' spans (parented before the
+/// crash) hang under the steps the new controller ends.
+#[test]
+fn a_crashed_controller_leaves_one_whole_trace() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime for the receiver");
+    let (addr, received) = start_receiver(&runtime, None);
+    let endpoint = format!("http://{addr}");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mut cluster = Cluster::start_with_env("traces-crash", Backend::Sqlite, &env)
+        .expect("SQLite needs no server");
+    let servers = ["se1.crash.test", "se2.crash.test"];
+    let workers: Vec<usize> = servers
+        .iter()
+        .map(|fqdn| cluster.start_worker(fqdn, &["--executor", "shell"], &env))
+        .collect();
+    cluster.wait_connected(servers);
+    let fleet_file = cluster.write("fleet.toml", CRASH_FLEET);
+    let runbook_file = cluster.write("runbook.toml", CRASH_RUNBOOK);
+    let id = cluster.apply(&fleet_file, &runbook_file, &[]);
+    cluster.wait_events(&id, "both steps to start", |events| {
+        events.iter().filter(|e| e.kind == "step_started").count() == 2
+    });
+    let crashed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as u64;
+    cluster.crash_and_restart_controller(1);
+    let watched = cluster.watch(&id);
+    assert!(watched.contains("finished"), "{watched}");
+    for worker in workers {
+        assert!(cluster.stop_worker(worker).success());
+    }
+    assert!(cluster.stop_controller().success());
+
+    // Nothing had ended under the first controller: every span comes out once, 7 in all.
+    let spans = wait_until("the whole trace", TIMEOUT, || {
+        let spans = received.spans();
+        (spans.len() >= 7).then_some(spans)
+    });
+    let listing = spans
+        .iter()
+        .map(Exported::describe)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(spans.len(), 7, "spans:\n{listing}");
+    let traces: BTreeSet<String> = spans.iter().map(|s| hex(&s.span.trace_id)).collect();
+    assert_eq!(traces.len(), 1, "one trace:\n{listing}");
+    let named =
+        |name: &str| -> Vec<&Exported> { spans.iter().filter(|s| s.span.name == name).collect() };
+    let rollout = named("rollout");
+    assert_eq!(rollout.len(), 1, "one root:\n{listing}");
+    assert!(rollout[0].span.start_time_unix_nano < crashed_at);
+    for update in named("server.update") {
+        assert_eq!(update.span.parent_span_id, rollout[0].span.span_id);
+        // Its start is the logged one, before the crash.
+        assert!(
+            update.span.start_time_unix_nano < crashed_at,
+            "{}",
+            update.describe()
+        );
+    }
+    let steps = named("step");
+    for execution in named("step.execute") {
+        assert!(
+            steps
+                .iter()
+                .any(|step| step.span.span_id == execution.span.parent_span_id),
+            "the worker's span, parented before the crash, hangs under a step span of the new controller:\n{listing}"
+        );
+    }
+}
