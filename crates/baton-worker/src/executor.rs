@@ -91,16 +91,10 @@ impl ShellExecutor {
         let attempts = step.retries.saturating_add(1);
         let mut outcome = AttemptOutcome::Exited(0);
         for attempt in 1..=attempts {
-            report
-                .step_started(id, index, attempt)
-                .map_err(|err| not_started(step, &err))?;
-            tracing::info!(assignment = %id, step = %step.id, attempt, "step started");
+            let at = (shell_name, step, id, index, attempt);
             outcome = self
-                .attempt(shell_name, step, id, index, report, step_timeout(step))
-                .await;
-            report.step_finished(id, index, attempt, &outcome);
-            last.set(attempt, &outcome);
-            tracing::info!(assignment = %id, step = %step.id, attempt, ?outcome, "step finished");
+                .reported_attempt(at, report, step_timeout(step), last)
+                .await?;
             if outcome.succeeded() {
                 return Ok(());
             }
@@ -124,17 +118,10 @@ impl ShellExecutor {
         let mut attempt = 0u32;
         loop {
             attempt = attempt.saturating_add(1);
-            report
-                .step_started(id, index, attempt)
-                .map_err(|err| not_started(step, &err))?;
             let remaining =
                 deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
-            let outcome = self
-                .attempt(shell_name, step, id, index, report, remaining)
-                .await;
-            report.step_finished(id, index, attempt, &outcome);
-            last.set(attempt, &outcome);
-            tracing::info!(assignment = %id, step = %step.id, attempt, ?outcome, "gate tried");
+            let at = (shell_name, step, id, index, attempt);
+            let outcome = self.reported_attempt(at, report, remaining, last).await?;
             if outcome.succeeded() {
                 return Ok(());
             }
@@ -148,6 +135,28 @@ impl ShellExecutor {
             }
             tokio::time::sleep(interval).await;
         }
+    }
+
+    /// One attempt, reported (and journaled) from its start to its result. `Err`: it was not
+    /// run, because its start could not be journaled.
+    async fn reported_attempt(
+        &self,
+        (shell_name, step, id, index, attempt): (&str, &Step, &str, u32, u32),
+        report: &Reporter,
+        timeout: Option<Duration>,
+        last: &mut LastAttempt,
+    ) -> Result<AttemptOutcome, String> {
+        report
+            .step_started(id, index, attempt)
+            .map_err(|err| not_started(step, &err))?;
+        tracing::info!(assignment = %id, step = %step.id, attempt, "step started");
+        let outcome = self
+            .attempt(shell_name, step, id, index, report, timeout)
+            .await;
+        report.step_finished(id, index, attempt, &outcome);
+        last.set(attempt, &outcome);
+        tracing::info!(assignment = %id, step = %step.id, attempt, ?outcome, "step finished");
+        Ok(outcome)
     }
 
     async fn attempt(
