@@ -300,6 +300,7 @@ fn rollout(state: &str, elapsed_s: f64, servers: Vec<ServerStatus>) -> RolloutSt
         servers,
         note: String::new(),
         trace_id: String::new(),
+        expected_remaining_s: None,
     }
 }
 
@@ -433,6 +434,7 @@ fn status_json_has_exactly_the_documented_keys() {
             "lower_bound_s",
             "note",
             "trace_id",
+            "expected_remaining_s",
             "servers",
         ])
     );

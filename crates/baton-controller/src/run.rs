@@ -227,6 +227,14 @@ impl RolloutRun {
         self.eta.as_ref().and_then(|eta| eta.end)
     }
 
+    /// The last [`RolloutRun::expected_end`], without simulating again (for `status`).
+    pub fn last_expected_end(&self) -> Option<Millis> {
+        if self.state.is_over() {
+            return None;
+        }
+        self.eta.as_ref().and_then(|eta| eta.end)
+    }
+
     /// What the trace says about a server.
     pub fn server_info(&self, server: ServerId) -> ServerInfo {
         ServerInfo {
@@ -364,6 +372,9 @@ impl RolloutRun {
                 .trace_id()
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
+            expected_remaining_s: self
+                .last_expected_end()
+                .map(|end| seconds(end.saturating_sub(self.now()))),
         }
     }
 }

@@ -1926,3 +1926,32 @@ async fn a_finished_rollouts_gauges_go_after_they_have_been_kept() {
     assert_eq!(gauges(&text), Vec::<String>::new(), "in\n{text}");
     assert_eq!(controller.status(&id).await.state, "finished");
 }
+
+#[tokio::test]
+async fn status_says_when_the_rollout_is_expected_to_end() {
+    let controller = Controller::start().await;
+    let (toml, fqdns) = fleet("eta", 2);
+    let (mut w1, _) = controller.worker(&fqdns[0]).await;
+    let (mut w2, _) = controller.worker(&fqdns[1]).await;
+    let id = controller.apply("eta.toml", &toml).await.expect("apply");
+    let a1 = w1.assignment().await;
+    // The estimate comes from the watch loop's simulation (once a second): wait for it.
+    let mut remaining = None;
+    for _ in 0..200 {
+        remaining = controller.status(&id).await.expected_remaining_s;
+        if remaining.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two servers one after the other (max_parallel 1), each expected to take the runbook's
+    // 1m: the rollout is expected to end 2m after it began, and it began moments ago.
+    let remaining = remaining.expect("an estimate while the rollout runs");
+    assert!(remaining > 100.0 && remaining <= 120.0, "{remaining}");
+    let mut follower = controller.follow(&id).await;
+    w1.complete(&a1, true).await;
+    let a2 = w2.assignment().await;
+    w2.complete(&a2, true).await;
+    follower.until("rollout_finished", None).await;
+    assert_eq!(controller.status(&id).await.expected_remaining_s, None);
+}

@@ -119,9 +119,12 @@ pub fn heading(status: &RolloutStatus) -> String {
     } else {
         format!(" (started {})", status.created_at)
     };
+    let remaining = status
+        .expected_remaining_s
+        .map_or_else(String::new, |s| format!(", expected to end in {}", hms(s)));
     let _ = writeln!(
         out,
-        "Rollout {} of fleet {}: {}, elapsed {}{started}",
+        "Rollout {} of fleet {}: {}, elapsed {}{remaining}{started}",
         status.rollout_id,
         status.fleet,
         status.state,
@@ -212,6 +215,8 @@ struct StatusJson<'a> {
     note: &'a str,
     /// The rollout's OpenTelemetry trace id; empty without trace export.
     trace_id: &'a str,
+    /// Seconds until it is expected to end (the scheduler's simulation); null once over.
+    expected_remaining_s: Option<f64>,
     servers: Vec<ServerJson<'a>>,
 }
 
@@ -241,6 +246,7 @@ pub fn status_json(status: &RolloutStatus) -> serde_json::Result<String> {
         lower_bound_s: status.lower_bound_s,
         note: &status.note,
         trace_id: &status.trace_id,
+        expected_remaining_s: status.expected_remaining_s,
         servers: status
             .servers
             .iter()
@@ -473,6 +479,7 @@ mod tests {
             lower_bound_s: 3000.0,
             note: String::new(),
             trace_id: String::new(),
+            expected_remaining_s: None,
             servers: vec![
                 ServerStatus {
                     start_s: Some(0.0),
@@ -533,6 +540,25 @@ mod tests {
         assert_eq!(pools[0].summary(), "1/3 done, 1 running");
         assert_eq!(pools[1].summary(), "1/1 done, 1 failed");
         assert_eq!(failed(&status), vec!["sql1.contoso.com"]);
+    }
+
+    #[test]
+    fn the_heading_says_when_the_rollout_is_expected_to_end_and_its_trace() {
+        let status = RolloutStatus {
+            expected_remaining_s: Some(3723.0),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            ..sample()
+        };
+        let text = heading(&status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Rollout r-42 of fleet contoso: running, elapsed 00:12:34, expected to end in 01:02:03 (started 2026-11-03T10:00:00Z)"
+        );
+        assert!(
+            lines.contains(&"trace 4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{text}"
+        );
     }
 
     #[test]
