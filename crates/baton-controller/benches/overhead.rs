@@ -23,7 +23,7 @@ use baton_proto::v1::operator_service_client::OperatorServiceClient;
 use baton_store::{NewEvent, NewRollout, Store};
 use baton_worker::{Executor, ShellExecutor, SimulateExecutor, WorkerConfig};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// The goal, per server, for the serial run on the simulate executor.
 const GOAL: Duration = Duration::from_millis(5);
@@ -105,12 +105,79 @@ struct Config {
     store: StoreKind,
     exec: Exec,
     caps: Caps,
+    /// Mutual TLS between the controller and every client (else plain HTTP/2).
+    tls: bool,
 }
 
 impl Config {
-    /// `file-simulate-serial` …, for `BATON_BENCH_ONLY`.
+    /// `file-simulate-serial`, `memory-simulate-serial-tls` …, for `BATON_BENCH_ONLY`.
     fn slug(&self) -> String {
-        format!("{:?}-{:?}-{:?}", self.store, self.exec, self.caps).to_ascii_lowercase()
+        let tls = if self.tls { "-tls" } else { "" };
+        format!("{:?}-{:?}-{:?}{tls}", self.store, self.exec, self.caps).to_ascii_lowercase()
+    }
+}
+
+/// The mutual-TLS runs' certificates: a CA, the controller's (127.0.0.1), one per worker and
+/// the operator's, as PEM files.
+struct BenchPki {
+    dir: PathBuf,
+    controller: (Vec<u8>, Vec<u8>),
+}
+
+const OPERATOR: &str = "ops.bench.example";
+
+impl BenchPki {
+    fn new(dir: &std::path::Path, servers: usize) -> BenchPki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir).expect("the PKI folder");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("a key"))
+            .expect("a CA");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write the CA");
+        let issue = |name: &str| {
+            let mut params = CertificateParams::new(vec![name.to_string()]).expect("params");
+            if name == "localhost" {
+                params.subject_alt_names.push(rcgen::SanType::IpAddress(
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                ));
+            }
+            let key = KeyPair::generate().expect("a key");
+            let cert = params.signed_by(&key, &ca).expect("a certificate");
+            (cert.pem().into_bytes(), key.serialize_pem().into_bytes())
+        };
+        let write = |name: &str| {
+            let (cert, key) = issue(name);
+            std::fs::write(dir.join(format!("{name}.pem")), cert).expect("write");
+            std::fs::write(dir.join(format!("{name}-key.pem")), key).expect("write");
+        };
+        for i in 1..=servers {
+            write(&format!("se{i:03}.bench.example"));
+        }
+        write(OPERATOR);
+        BenchPki {
+            controller: issue("localhost"),
+            dir,
+        }
+    }
+
+    fn client(&self, name: &str) -> baton_proto::tls::ClientTls {
+        baton_proto::tls::ClientTls {
+            ca: Some(self.dir.join("ca.pem")),
+            cert: Some(self.dir.join(format!("{name}.pem"))),
+            key: Some(self.dir.join(format!("{name}-key.pem"))),
+        }
+    }
+
+    fn server(&self) -> baton_controller::ServerTls {
+        baton_controller::ServerTls {
+            cert_pem: self.controller.0.clone(),
+            key_pem: self.controller.1.clone(),
+            client_ca_pem: Some(std::fs::read(self.dir.join("ca.pem")).expect("read the CA")),
+            operators: vec![OPERATOR.to_string()],
+            viewers: Vec::new(),
+        }
     }
 }
 
@@ -189,21 +256,38 @@ async fn wait_connected(operator: &mut OperatorServiceClient<Channel>, servers: 
 }
 
 /// One rollout from a fresh controller and fresh workers.
-async fn run_once(config: Config, servers: usize, dir: &std::path::Path, run: usize) -> Outcome {
+async fn run_once(
+    config: Config,
+    servers: usize,
+    dir: &std::path::Path,
+    run: usize,
+    pki: &BenchPki,
+) -> Outcome {
     let store = open_store(config.store, dir, run).await;
-    let controller = baton_controller::start(store.clone(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("controller starts");
-    let url = format!("http://{}", controller.addr);
+    let options = baton_controller::Options {
+        tls: config.tls.then(|| pki.server()),
+        ..baton_controller::Options::default()
+    };
+    let controller =
+        baton_controller::start_with(store.clone(), "127.0.0.1:0".parse().unwrap(), options)
+            .await
+            .expect("controller starts");
+    let scheme = if config.tls { "https" } else { "http" };
+    let url = format!("{scheme}://{}", controller.addr);
+    let tls_of = |name: &str| {
+        if config.tls {
+            pki.client(name)
+        } else {
+            baton_proto::tls::ClientTls::default()
+        }
+    };
 
     let (stop, stopped) = watch::channel(false);
     let workers: Vec<_> = (1..=servers)
         .map(|i| {
-            let worker = WorkerConfig::new(
-                url.clone(),
-                format!("se{i:03}.bench.example"),
-                config.exec.executor(),
-            );
+            let fqdn = format!("se{i:03}.bench.example");
+            let mut worker = WorkerConfig::new(url.clone(), fqdn.clone(), config.exec.executor());
+            worker.tls = tls_of(&fqdn);
             let mut stopped = stopped.clone();
             tokio::spawn(baton_worker::run(worker, async move {
                 let _ = stopped.wait_for(|&s| s).await;
@@ -211,8 +295,9 @@ async fn run_once(config: Config, servers: usize, dir: &std::path::Path, run: us
         })
         .collect();
 
-    let channel = Endpoint::from_shared(url)
-        .unwrap()
+    let channel = tls_of(OPERATOR)
+        .endpoint(&url)
+        .expect("the operator's endpoint")
         .tcp_nodelay(true)
         .connect()
         .await
@@ -368,18 +453,17 @@ async fn store_appends(kind: StoreKind, dir: &std::path::Path, count: usize) -> 
 
 async fn bench(servers: usize, runs: usize, configs: &[Config]) -> Vec<(Config, Outcome)> {
     let dir = scratch_dir();
+    let pki = BenchPki::new(&dir, servers);
     let mut results = Vec::new();
     let mut run = 0;
     for &config in configs {
         let mut outcomes = Vec::new();
         for _ in 0..runs {
             run += 1;
-            let outcome = run_once(config, servers, &dir, run).await;
+            let outcome = run_once(config, servers, &dir, run, &pki).await;
             eprintln!(
-                "{:?} {:?} {:?}: {} ({} events)",
-                config.store,
-                config.exec,
-                config.caps,
+                "{}: {} ({} events)",
+                config.slug(),
                 ms(outcome.wall),
                 outcome.events
             );
@@ -413,9 +497,9 @@ fn print_results(servers: usize, runs: usize, results: &[(Config, Outcome)]) {
         "## Apply → rollout_finished, {servers} servers, one no-op step each (median of {runs})\n"
     );
     println!(
-        "| store | executor | caps | wall time | per server | Ansible `serial: 1` (~1.4 s/server) ÷ this |"
+        "| store | executor | caps | transport | wall time | per server | Ansible `serial: 1` (~1.4 s/server) ÷ this |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (config, outcome) in results {
         let per_server = outcome.wall / servers as u32;
         let versus = if config.caps == Caps::Serial {
@@ -427,10 +511,11 @@ fn print_results(servers: usize, runs: usize, results: &[(Config, Outcome)]) {
             "—".to_string()
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             config.store.label(),
             config.exec.label(),
             config.caps.label(),
+            if config.tls { "mutual TLS" } else { "plain" },
             ms(outcome.wall),
             ms(per_server),
             versus
@@ -439,9 +524,9 @@ fn print_results(servers: usize, runs: usize, results: &[(Config, Outcome)]) {
     println!();
     println!("## Where a serial server's time goes (mean per server, follower's receipt times)\n");
     println!(
-        "| store | executor | hand-off: finished → next started | started → step_started | step_started → step_finished | step_finished → server_finished | sum |"
+        "| store | executor | transport | hand-off: finished → next started | started → step_started | step_started → step_finished | step_finished → server_finished | sum |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (config, outcome) in results.iter().filter(|(c, _)| c.caps == Caps::Serial) {
         let p = &outcome.phases;
         let parts = [
@@ -451,9 +536,10 @@ fn print_results(servers: usize, runs: usize, results: &[(Config, Outcome)]) {
             mean(&p.end),
         ];
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             config.store.label(),
             config.exec.label(),
+            if config.tls { "mutual TLS" } else { "plain" },
             ms(parts[0]),
             ms(parts[1]),
             ms(parts[2]),
@@ -476,9 +562,21 @@ fn main() -> ExitCode {
     for caps in [Caps::Serial, Caps::Unlimited] {
         for store in [StoreKind::File, StoreKind::Memory] {
             for exec in [Exec::Simulate, Exec::Shell] {
-                configs.push(Config { store, exec, caps });
+                configs.push(Config {
+                    store,
+                    exec,
+                    caps,
+                    tls: false,
+                });
             }
         }
+        // What mutual TLS adds, without the disk's fsyncs in the way.
+        configs.push(Config {
+            store: StoreKind::Memory,
+            exec: Exec::Simulate,
+            caps,
+            tls: true,
+        });
     }
     if smoke {
         configs.truncate(1);
@@ -499,7 +597,10 @@ fn main() -> ExitCode {
     let Some(gate) = results
         .iter()
         .find(|(c, _)| {
-            c.store == StoreKind::File && c.exec == Exec::Simulate && c.caps == Caps::Serial
+            c.store == StoreKind::File
+                && c.exec == Exec::Simulate
+                && c.caps == Caps::Serial
+                && !c.tls
         })
         .map(|(_, outcome)| outcome.wall / servers as u32)
     else {
