@@ -33,7 +33,13 @@ struct Cli {
     controller: String,
     /// Log lines on stderr as text or JSON: the warnings of `baton demo`'s in-process
     /// controller and workers (RUST_LOG for more). Other commands print results, not logs.
-    #[arg(long, global = true, value_enum, default_value_t = baton_telemetry::LogFormat::Text)]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "BATON_LOG_FORMAT",
+        default_value_t = baton_telemetry::LogFormat::Text
+    )]
     log_format: baton_telemetry::LogFormat,
     /// With an https:// controller: the CA (PEM) that signed its certificate.
     #[arg(long, global = true, env = "BATON_TLS_CA", value_name = "PEM")]
