@@ -47,6 +47,8 @@ pub struct RolloutView {
     pub last_progress_unix_seconds: f64,
     /// Servers in maintenance whose worker is lost: (server, pool).
     pub lost_workers: Vec<(String, String)>,
+    /// Servers in needs_attention: (server, pool).
+    pub needing_attention: Vec<(String, String)>,
     /// Only pools whose back end is in maintenance.
     pub pools_in_maintenance: Vec<PoolOutage>,
     /// Pools marked resiliency_risk and not yet acknowledged.
@@ -80,6 +82,20 @@ pub struct ControllerMetrics {
 struct Gauges {
     f64s: Vec<ObservableGauge<f64>>,
     u64s: Vec<ObservableGauge<u64>>,
+}
+
+/// One series at 1 per (server, pool) of a rollout.
+fn per_server(rollout: &str, servers: &[(String, String)], obs: &mut dyn FnMut(u64, &[KeyValue])) {
+    for (server, pool) in servers {
+        obs(
+            1,
+            &[
+                kv("rollout", rollout),
+                kv("server", server),
+                kv("pool", pool),
+            ],
+        );
+    }
 }
 
 fn kv(k: &'static str, v: &str) -> KeyValue {
@@ -306,11 +322,18 @@ impl ControllerMetrics {
                 "1 for each server in maintenance whose worker is lost, so an alert can name it.",
                 |s, obs| {
                     for r in &s.rollouts {
-                        for (server, pool) in &r.lost_workers {
-                            let labels =
-                                [kv("rollout", &r.id), kv("server", server), kv("pool", pool)];
-                            obs(1, &labels);
-                        }
+                        per_server(&r.id, &r.lost_workers, obs);
+                    }
+                },
+            ),
+            u64_gauge(
+                meter,
+                state,
+                "baton_server_needs_attention",
+                "1 for each server waiting for `baton resolve`, so an alert can name it.",
+                |s, obs| {
+                    for r in &s.rollouts {
+                        per_server(&r.id, &r.needing_attention, obs);
                     }
                 },
             ),

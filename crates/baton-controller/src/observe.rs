@@ -27,14 +27,18 @@ impl Engine {
                 // every waiting server, which is costly at fleet scale and unused here.
                 let mut servers = [0u64; 7];
                 let mut lost_workers = Vec::new();
+                let mut needing_attention = Vec::new();
                 for server in 0..run.fleet.servers.len() {
                     let state = run.server_state(server);
                     if let Some(i) = SERVER_STATES.iter().position(|s| *s == state) {
                         servers[i] += 1;
                     }
                     let fqdn = run.fqdn(server);
+                    let named = || (fqdn.to_string(), run.pool_fqdn(server).to_string());
                     if state == "running" && !self.workers.contains_key(&super::worker_key(fqdn)) {
-                        lost_workers.push((fqdn.to_string(), run.pool_fqdn(server).to_string()));
+                        lost_workers.push(named());
+                    } else if state == "needs_attention" {
+                        needing_attention.push(named());
                     }
                 }
                 let now = run.now();
@@ -61,6 +65,7 @@ impl Engine {
                     eta_seconds,
                     last_progress_unix_seconds: run.last_progress_ms as f64 / 1000.0,
                     lost_workers,
+                    needing_attention,
                     pools_in_maintenance,
                     pools_at_risk: run
                         .at_risk

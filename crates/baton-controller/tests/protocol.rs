@@ -789,6 +789,14 @@ async fn a_worker_back_with_its_assignment_reports_it_and_one_without_needs_atte
             .contains("baton resolve"),
         "{status:?}"
     );
+    // The metrics name it, for the BatonServerNeedsAttention alert.
+    let http = controller.handle.http_addr.expect("a monitoring port");
+    let series = format!(
+        "baton_server_needs_attention{{pool=\"{0}\",rollout=\"{id}\",server=\"{0}\"}}",
+        fqdns[0]
+    );
+    let text = scrape_until(http, |text| sample(text, &series) == Some(1.0)).await;
+    assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
 
     // Resolving it with a retry sends the runbook again under a new assignment.
     let resolve = |action: &str| v1::ResolveRequest {
@@ -1266,14 +1274,7 @@ async fn a_worker_gone_mid_update_is_reported_and_its_pool_stays_held() {
     let series = format!(
         "baton_server_worker_lost{{pool=\"pool01.lost.example\",rollout=\"{id}\",server=\"be01.lost.example\"}}"
     );
-    let mut text = String::new();
-    for _ in 0..200 {
-        text = http_get(http, "/metrics").await;
-        if sample(&text, &series) == Some(1.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let text = scrape_until(http, |text| sample(text, &series) == Some(1.0)).await;
     assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
     let count = format!("baton_workers_lost{{rollout=\"{id}\"}}");
     assert_eq!(sample(&text, &count), Some(1.0), "{count} in\n{text}");
@@ -1746,6 +1747,20 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 }
 
 /// The value of the sample whose name and labels are exactly `series`.
+/// Scrapes `/metrics` until `done` holds for its text (the gauges are refreshed once a second
+/// by the watch loop), 10 s at most; returns the last scrape.
+async fn scrape_until(http: std::net::SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = http_get(http, "/metrics").await;
+        if done(&text) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    text
+}
+
 fn sample(exposition: &str, series: &str) -> Option<f64> {
     exposition
         .lines()
@@ -1776,18 +1791,8 @@ async fn metrics_follow_a_rollout_and_pass_promtool() {
 
     // The gauges' snapshot is refreshed by the watch loop (once a second): wait for it.
     let rollout = format!("rollout=\"{id}\"");
-    let mut text = String::new();
-    for _ in 0..200 {
-        text = http_get(http, "/metrics").await;
-        if sample(
-            &text,
-            &format!("baton_rollout_state{{{rollout},state=\"finished\"}}"),
-        ) == Some(1.0)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let finished = format!("baton_rollout_state{{{rollout},state=\"finished\"}}");
+    let text = scrape_until(http, |text| sample(text, &finished) == Some(1.0)).await;
     assert!(text.starts_with("HTTP/1.0 200"), "{text}");
     let body = text
         .split("\r\n\r\n")
@@ -1894,14 +1899,7 @@ async fn a_finished_rollouts_gauges_go_after_they_have_been_kept() {
     let mut follower = controller.follow(&id).await;
     let series = format!("baton_rollout_state{{rollout=\"{id}\",state=\"running\"}}");
     // While it runs, it is exported.
-    let mut text = String::new();
-    for _ in 0..200 {
-        text = http_get(http, "/metrics").await;
-        if sample(&text, &series).is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let text = scrape_until(http, |text| sample(text, &series).is_some()).await;
     assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
     let assignment = worker.assignment().await;
     worker.complete(&assignment, true).await;
@@ -1916,13 +1914,7 @@ async fn a_finished_rollouts_gauges_go_after_they_have_been_kept() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    for _ in 0..200 {
-        text = http_get(http, "/metrics").await;
-        if gauges(&text).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let text = scrape_until(http, |text| gauges(text).is_empty()).await;
     assert_eq!(gauges(&text), Vec::<String>::new(), "in\n{text}");
     assert_eq!(controller.status(&id).await.state, "finished");
 }
