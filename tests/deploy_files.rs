@@ -1361,3 +1361,67 @@ fn the_windows_scripts_pass_only_what_the_worker_accepts() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Dashboards and alert rules
+
+/// The `baton_*` metric names a text uses, histogram series (`_bucket`, `_sum`, `_count`)
+/// under their histogram's name.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (at, _) in text.match_indices("baton_") {
+        // A name starts here only if no identifier character comes right before it.
+        if text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let name: String = text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        // `baton_*` in prose names the family, not a metric.
+        if name == "baton_" {
+            continue;
+        }
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        names.insert(base.to_string());
+    }
+    names
+}
+
+/// Every metric the Grafana dashboard and the alert rules query is one docs/telemetry.md
+/// documents (its table lists what the controller exports), so a renamed metric cannot leave
+/// a panel or an alert silently empty.
+#[test]
+fn the_dashboard_and_the_rules_use_only_documented_metrics() {
+    let (_, docs) = repo_file("docs/telemetry.md");
+    let documented: BTreeSet<String> = docs
+        .lines()
+        .filter(|line| line.starts_with("| `baton_"))
+        .filter_map(|line| line.split('`').nth(1))
+        .map(str::to_string)
+        .collect();
+    assert!(documented.len() >= 15, "the metrics table: {documented:?}");
+    for file in [
+        "deploy/grafana/baton.json",
+        "deploy/prometheus/baton-rules.yml",
+    ] {
+        let (_, text) = repo_file(file);
+        let used = metric_names(&text);
+        assert!(!used.is_empty(), "{file} queries no baton_* metric");
+        let unknown: Vec<&String> = used
+            .iter()
+            .filter(|name| !documented.contains(*name))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses metrics docs/telemetry.md does not document: {unknown:?}"
+        );
+    }
+}
