@@ -62,14 +62,12 @@ pub struct Engine {
     slot_freed: Option<Instant>,
     /// When each running step began, by rollout and server (step durations).
     step_clock: HashMap<(i64, ServerId), Instant>,
-    /// When the gauges' snapshot was last rebuilt (it simulates what remains: once a second).
+    /// When the gauges' snapshot was last rebuilt (once a second).
     published: Option<Instant>,
-    /// Whether rollouts record their traces (OTLP traces are exported).
-    traces: bool,
     /// How long a finished rollout's gauges stay exported.
     finished_series_kept: Duration,
-    /// The event log's live feed, while traces are on: the rollout-level events become events
-    /// of the `rollout` span.
+    /// The event log's live feed, while traces are on (OTLP traces are exported): the
+    /// rollout-level events become events of the `rollout` span.
     trace_feed: Option<tokio::sync::broadcast::Receiver<baton_store::EventRow>>,
     /// Set when the controller stops: workers' streams ending then are not lost workers.
     stopping: bool,
@@ -98,7 +96,6 @@ impl Engine {
             slot_freed: None,
             step_clock: HashMap::new(),
             published: None,
-            traces: false,
             finished_series_kept: crate::server::FINISHED_SERIES_KEPT,
             trace_feed: None,
             stopping: false,
@@ -119,7 +116,6 @@ impl Engine {
 
     /// Record each rollout's trace from now on (rollouts taken over included).
     pub fn set_traces(&mut self, traces: bool) {
-        self.traces = traces;
         self.trace_feed = traces.then(|| self.log.subscribe());
     }
 
@@ -152,7 +148,8 @@ impl Engine {
 
     /// The tracer a new rollout's trace is built with, if traces are on.
     fn tracer(&self) -> Option<opentelemetry::global::BoxedTracer> {
-        self.traces
+        self.trace_feed
+            .is_some()
             .then(|| opentelemetry::global::tracer("baton-controller"))
     }
 
@@ -525,8 +522,8 @@ impl Engine {
                 }
             }
         }
-        // Each rebuild simulates what remains of every rollout under the engine's lock: once a
-        // second is plenty for a 15 s scrape.
+        // Each rebuild walks every rollout under the engine's lock (the ETA's simulation is
+        // cached in each run): once a second is plenty for a 15 s scrape.
         if self
             .published
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))

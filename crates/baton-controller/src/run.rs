@@ -67,8 +67,6 @@ pub struct RolloutRun {
     pub lower_bound_ms: Millis,
     started: Instant,
     ended_at_ms: Option<Millis>,
-    /// When it ended, on this controller's clock.
-    ended: Option<Instant>,
     /// Assignment id -> server, for assignments not yet finished.
     pub assignments: HashMap<String, ServerId>,
     /// Assignments already finished: a worker repeating its last result is ignored.
@@ -129,7 +127,6 @@ impl RolloutRun {
             lower_bound_ms,
             started: Instant::now(),
             ended_at_ms: None,
-            ended: None,
             assignments: HashMap::new(),
             finished_assignments: HashSet::new(),
             attention: HashMap::new(),
@@ -165,11 +162,14 @@ impl RolloutRun {
 
     /// How long ago it ended, if it has.
     pub fn ended_ago(&self) -> Option<Duration> {
-        self.ended.map(|at| at.elapsed())
+        self.ended_at_ms.map(|ended| {
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(ended))
+        })
     }
 
     pub fn mark_ended(&mut self, state: RunState) {
-        self.ended = Some(Instant::now());
         self.ended_at_ms = Some(self.now());
         self.state = state;
     }
@@ -224,7 +224,7 @@ impl RolloutRun {
                 end: baton_core::simulator::expected_end(&self.scheduler, now),
             });
         }
-        self.eta.as_ref().and_then(|eta| eta.end)
+        self.last_expected_end()
     }
 
     /// The last [`RolloutRun::expected_end`], without simulating again (for `status`).

@@ -233,7 +233,7 @@ pub async fn start_with(
         }
         builder = builder
             .tls_config(config)
-            .map_err(|e| ControllerError::Tls(error_chain(&e)))?;
+            .map_err(|e| ControllerError::Tls(baton_telemetry::error_chain(&e)))?;
     }
     let operator_service = OperatorServiceServer::with_interceptor(
         OperatorGrpc {
@@ -287,16 +287,4 @@ async fn watch_budgets(engine: Arc<Mutex<Engine>>) {
             tracing::error!(%status, "outage-budget watchdog");
         }
     }
-}
-
-/// An error and its sources, one line ("TLS: bad key: …"), as tonic's are terse alone.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -160,6 +160,23 @@ fn otel_filter() -> EnvFilter {
     )
 }
 
+/// An error and its causes on one line: tonic's transport errors say little at the top
+/// ("transport error") and the useful part ("Connection refused", a TLS alert) below. A cause
+/// already in the text is not repeated.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Makes `span` a child of the W3C trace context in `carrier` (`traceparent`, `tracestate`), as
 /// received from another process. Call before the span is first entered. Without a valid
 /// context, or without trace export, the span stays as it was.

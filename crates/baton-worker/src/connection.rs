@@ -24,6 +24,7 @@ use crate::journal::{Journal, Recovered};
 use crate::report::{self, Reporter};
 use crate::runner::Runner;
 use baton_proto::tls::ClientTls;
+use baton_telemetry::error_chain;
 
 /// Heartbeat period until the controller's `Welcome` says otherwise.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -350,22 +351,6 @@ fn heartbeat_interval(period: Duration) -> Interval {
     let mut interval = tokio::time::interval_at(Instant::now() + period, period);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     interval
-}
-
-/// An error and its causes: tonic's transport errors say little at the top ("transport
-/// error") and the useful part ("Connection refused") below.
-fn error_chain(err: &dyn Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
