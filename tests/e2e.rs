@@ -908,7 +908,14 @@ fn bad_input_over_the_wire(backend: Backend) {
         .lines()
         .find(|l| l.contains(stranger))
         .unwrap_or_else(|| panic!("{table}"));
-    assert!(row.trim_end_matches(['│', ' ']).ends_with("no"), "{row}");
+    // Columns: server, version, platform, connected, last heartbeat, known, drops.
+    let cells: Vec<&str> = row
+        .trim()
+        .trim_matches('│')
+        .split('┆')
+        .map(str::trim)
+        .collect();
+    assert_eq!(cells.get(5), Some(&"no"), "known: {row}");
     wait_until(
         "the stranger to be told it is unknown",
         support::TIMEOUT,
@@ -923,7 +930,10 @@ fn bad_input_over_the_wire(backend: Backend) {
     // A second worker for a connected FQDN is refused with ALREADY_EXISTS (the worker logs
     // that code as "another worker is already connected") and keeps retrying, harmlessly.
     let first = workers["a.wire.e2e.test"];
-    let second = cluster.start_worker("a.wire.e2e.test", &simulate, &[]);
+    // Its own state dir: on the first one's, it would exit at once (one worker per state dir).
+    let second_dir = cluster.dir().join("state").join("a.wire.e2e.test-second");
+    let url = cluster.url.clone();
+    let second = cluster.start_worker_at("a.wire.e2e.test", &url, &second_dir, &simulate, &[]);
     wait_until("the second worker to be refused", support::TIMEOUT, || {
         let log = cluster.worker_stderr(second);
         (log.contains(

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod pki;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -732,13 +733,28 @@ impl Cluster {
 
     /// Starts a worker for `fqdn` with extra flags and environment; returns its index.
     pub fn start_worker(&mut self, fqdn: &str, flags: &[&str], env: &[(&str, &str)]) -> usize {
+        // One journal per server, kept across restarts of its worker.
+        let state_dir = self.dir.path().join("state").join(fqdn);
+        let url = self.url.clone();
+        self.start_worker_at(fqdn, &url, &state_dir, flags, env)
+    }
+
+    /// Starts a worker for `fqdn` that reaches the controller at `url` (a proxy, say) and keeps
+    /// its journal in `state_dir` (one an earlier install left, say); returns its index.
+    pub fn start_worker_at(
+        &mut self,
+        fqdn: &str,
+        url: &str,
+        state_dir: &Path,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> usize {
         let index = self.workers.len();
         let mut command = Command::new(&bins().worker);
         command
-            .args(["--controller", &self.url, "--fqdn", fqdn])
-            // One journal per server, kept across restarts of its worker.
+            .args(["--controller", url, "--fqdn", fqdn])
             .arg("--state-dir")
-            .arg(self.dir.path().join("state").join(fqdn))
+            .arg(state_dir)
             .args(flags)
             .current_dir(self.dir.path());
         for (key, value) in env {

@@ -5,7 +5,7 @@
 
 use crate::Format;
 use crate::operator::{Controller, status};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use baton_core::audit::{audit_schedule, rule_peaks};
 use baton_core::rollout::plan;
 use baton_core::scheduler::{Outcome, ServerRecord, Strategy};
@@ -41,9 +41,13 @@ pub struct DemoArgs {
     /// About how long the demo should take, in seconds: the plan is scaled to fit.
     #[arg(long, default_value_t = 30.0)]
     seconds: f64,
-    /// The SQLite file to use (default: a new file in the temporary directory).
+    /// The SQLite file to use (default: a new file in the temporary directory, removed when
+    /// the demo ends unless --keep is given). A file named here is kept.
     #[arg(long)]
     db: Option<PathBuf>,
+    /// Keep the demo's database when it ends, and say where it is (on stderr).
+    #[arg(long)]
+    keep: bool,
 }
 
 fn read(path: &Option<PathBuf>, builtin: (&str, &str)) -> Result<(String, String)> {
@@ -93,29 +97,6 @@ async fn demo(args: DemoArgs, traces: bool) -> Result<()> {
     let planned = plan(&fleet, &workload, Strategy::Baton)?;
     let time_scale = args.seconds / planned.makespan_s;
 
-    let db = match &args.db {
-        Some(path) => path.clone(),
-        None => std::env::temp_dir().join(format!("baton-demo-{}.db", std::process::id())),
-    };
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    let db_url = format!("sqlite://{}", db.display());
-    let store = baton_store::Store::connect(&db_url)
-        .await
-        .context("cannot open the demo database")?;
-    let options = baton_controller::Options {
-        traces,
-        ..baton_controller::Options::default()
-    };
-    let controller = baton_controller::start_with(
-        store,
-        "127.0.0.1:0".parse().expect("a socket address"),
-        options,
-    )
-    .await
-    .context("cannot start the controller")?;
-    let url = format!("http://{}", controller.addr);
     println!(
         "Baton demo: fleet {} ({} servers in {} pools), runbook {}, planned {} (lower bound {}), played {:.0}× faster",
         fleet.name,
@@ -126,24 +107,6 @@ async fn demo(args: DemoArgs, traces: bool) -> Result<()> {
         clock(seconds_to_ms(planned.lower_bound_s)),
         1.0 / time_scale
     );
-    println!("controller {url}, store {db_url}; one worker per server, simulating each step");
-
-    let (stop_workers, stopped) = tokio::sync::watch::channel(false);
-    let mut workers = Vec::new();
-    for server in &fleet.servers {
-        let config = WorkerConfig::new(
-            url.clone(),
-            server.fqdn.clone(),
-            Executor::Simulate(SimulateExecutor { time_scale }),
-        );
-        let mut stopped = stopped.clone();
-        workers.push(tokio::spawn(baton_worker::run(config, async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        })));
-    }
-
-    let mut client = Controller::connect(&url).await?;
-    wait_for_workers(&mut client, fleet.servers.len()).await?;
     let request = ApplyRequest {
         fleet_name,
         fleet_toml: fleet_text,
@@ -151,6 +114,131 @@ async fn demo(args: DemoArgs, traces: bool) -> Result<()> {
         runbook_toml: runbook_text,
         params: HashMap::new(),
     };
+
+    let db = DemoDb::new(args.db, args.keep);
+    // Whatever an earlier run left at this path (a reused --db, a recycled process id) goes.
+    db.remove();
+    let outcome = on_store(&db, &fleet, request, time_scale, traces).await;
+    db.finish();
+    outcome
+}
+
+/// The demo's SQLite database: the file and its `-wal` and `-shm` companions.
+struct DemoDb {
+    path: PathBuf,
+    /// Remove the files when the demo ends: the default file, without `--keep`.
+    temporary: bool,
+}
+
+impl DemoDb {
+    fn new(chosen: Option<PathBuf>, keep: bool) -> DemoDb {
+        match chosen {
+            Some(path) => DemoDb {
+                path,
+                temporary: false,
+            },
+            None => DemoDb {
+                path: std::env::temp_dir().join(format!("baton-demo-{}.db", std::process::id())),
+                temporary: !keep,
+            },
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+
+    fn remove(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
+    /// Once the store is closed: removes a temporary database, or says where the kept one is.
+    fn finish(&self) {
+        if self.temporary {
+            self.remove();
+        } else if self.path.exists() {
+            eprintln!(
+                "baton demo: database kept at {} (`baton-controller --db {}` serves it to `baton status` and `baton events`)",
+                self.path.display(),
+                self.url()
+            );
+        }
+    }
+}
+
+/// Opens the store, runs the demo on it, and closes it whatever happened (a failure, Ctrl-C):
+/// after this, no connection holds the database's files.
+async fn on_store(
+    db: &DemoDb,
+    fleet: &Fleet,
+    request: ApplyRequest,
+    time_scale: f64,
+    traces: bool,
+) -> Result<()> {
+    let db_url = db.url();
+    let store = baton_store::Store::connect(&db_url)
+        .await
+        .context("cannot open the demo database")?;
+    let options = baton_controller::Options {
+        traces,
+        ..baton_controller::Options::default()
+    };
+    let outcome = match baton_controller::start_with(
+        store.clone(),
+        "127.0.0.1:0".parse().expect("a socket address"),
+        options,
+    )
+    .await
+    {
+        Ok(controller) => {
+            let url = format!("http://{}", controller.addr);
+            println!(
+                "controller {url}, store {db_url}; one worker per server, simulating each step"
+            );
+            let (stop_workers, stopped) = tokio::sync::watch::channel(false);
+            let mut workers = Vec::new();
+            for server in &fleet.servers {
+                let config = WorkerConfig::new(
+                    url.clone(),
+                    server.fqdn.clone(),
+                    Executor::Simulate(SimulateExecutor { time_scale }),
+                );
+                let mut stopped = stopped.clone();
+                workers.push(tokio::spawn(baton_worker::run(config, async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })));
+            }
+            let outcome = tokio::select! {
+                outcome = rollout(&url, request, fleet, time_scale) => outcome,
+                // Ctrl-C stops the demo short, the same way as a failure: cleaned up after.
+                Ok(()) = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            };
+            // On failure too: the workers and the controller stop, so the store can close.
+            let _ = stop_workers.send(true);
+            for worker in workers {
+                let _ = worker.await;
+            }
+            let stopped = controller
+                .shutdown()
+                .await
+                .context("stopping the controller");
+            outcome.and(stopped)
+        }
+        Err(err) => Err(anyhow::Error::new(err).context("cannot start the controller")),
+    };
+    store.close().await;
+    outcome
+}
+
+/// Applies the rollout once every worker is connected, follows it live, and summarizes it from
+/// the event log.
+async fn rollout(url: &str, request: ApplyRequest, fleet: &Fleet, time_scale: f64) -> Result<()> {
+    let mut client = Controller::connect(url).await?;
+    wait_for_workers(&mut client, fleet.servers.len()).await?;
     let id = client
         .client
         .apply(request)
@@ -160,16 +248,7 @@ async fn demo(args: DemoArgs, traces: bool) -> Result<()> {
         .rollout_id;
     println!("rollout {id} applied; `baton --controller {url} status {id}` works while it runs\n");
     let watched = status::watch(&mut client, id.clone(), Format::Table).await;
-
-    let summary = summarize(&mut client, &id, &fleet, time_scale).await;
-    let _ = stop_workers.send(true);
-    for worker in workers {
-        let _ = worker.await;
-    }
-    controller
-        .shutdown()
-        .await
-        .context("stopping the controller")?;
+    let summary = summarize(&mut client, &id, fleet, time_scale).await;
     watched?;
     summary
 }

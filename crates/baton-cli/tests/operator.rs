@@ -633,6 +633,8 @@ fn workers() -> Vec<WorkerInfo> {
             connected: true,
             last_heartbeat: "2026-11-03T10:00:05Z".into(),
             known: true,
+            drops: 3,
+            last_drop: "2026-11-03T10:00:01Z".into(),
         },
         WorkerInfo {
             fqdn: "stray.contoso.com".into(),
@@ -641,6 +643,7 @@ fn workers() -> Vec<WorkerInfo> {
             connected: false,
             last_heartbeat: String::new(),
             known: false,
+            ..WorkerInfo::default()
         },
     ]
 }
@@ -662,6 +665,8 @@ fn servers_lists_workers_as_table_and_json() {
         "never",
         "last heartbeat",
         "known",
+        "drops",
+        "3 (last 2026-11-03T10:00:01Z)",
     ] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
@@ -679,9 +684,12 @@ fn servers_lists_workers_as_table_and_json() {
             "platform",
             "connected",
             "last_heartbeat",
-            "known"
+            "known",
+            "drops"
         ])
     );
+    assert_eq!(servers[0]["drops"], 3);
+    assert_eq!(servers[0]["last_drop"], "2026-11-03T10:00:01Z");
     assert_eq!(servers[1]["connected"], false);
     assert_eq!(servers[1]["known"], false);
     assert_eq!(controller.recorded().list_servers, 2);

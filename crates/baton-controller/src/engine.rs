@@ -5,6 +5,7 @@ use crate::events::{EventLog, kind};
 use crate::metrics::Telemetry;
 use crate::run::{RolloutRun, RunState};
 use crate::spans::AttemptResult;
+use baton_core::assignment::{Ignored, Refusal, Report, Verdict};
 use baton_core::fleet::{ServerId, is_valid_fqdn};
 use baton_core::rollout::plan_at;
 use baton_core::scheduler::{Action, Event, Outcome, Scheduler, Strategy};
@@ -45,6 +46,8 @@ pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Engine {
     log: EventLog,
+    /// The store's identity: part of every assignment id, and told to workers in `Welcome`.
+    store_id: String,
     /// This controller's fencing epoch, stamped on every Welcome and Assignment.
     epoch: u64,
     /// A worker silent this long is taken as lost.
@@ -53,6 +56,9 @@ pub struct Engine {
     workers: HashMap<String, WorkerLink>,
     /// Workers gone since (by [`worker_key`]), until they say hello again.
     lost: HashMap<String, Instant>,
+    /// How often each worker's stream has dropped since this controller started, and when it
+    /// last did (by [`worker_key`]): `baton servers` shows flapping workers.
+    drops: HashMap<String, (u64, i64)>,
     next_connection: u64,
     rollouts: BTreeMap<i64, RolloutRun>,
     next_assignment: u64,
@@ -87,6 +93,7 @@ fn store_error(err: StoreError) -> Status {
 impl Engine {
     pub fn new(
         log: EventLog,
+        store_id: String,
         epoch: u64,
         worker_timeout: Duration,
         telemetry: Arc<Telemetry>,
@@ -100,10 +107,12 @@ impl Engine {
             trace_feed: None,
             stopping: false,
             log,
+            store_id,
             epoch,
             worker_timeout,
             workers: HashMap::new(),
             lost: HashMap::new(),
+            drops: HashMap::new(),
             next_connection: 1,
             rollouts: BTreeMap::new(),
             next_assignment: 1,
@@ -387,10 +396,10 @@ impl Engine {
     async fn force_abort(&mut self, id: i64) -> Result<v1::RolloutStatus, Status> {
         let run = &self.rollouts[&id];
         let mut running: Vec<(String, ServerId)> = run
-            .assignments
-            .iter()
+            .ledger
+            .open()
             .filter(|(_, server)| !run.undelivered.contains(server))
-            .map(|(assignment, &server)| (assignment.clone(), server))
+            .map(|(assignment, server)| (assignment.to_string(), server))
             .collect();
         running.sort_by_key(|&(_, server)| server);
         let names: Vec<String> = running
@@ -434,21 +443,31 @@ impl Engine {
         Ok(v1::ListServersResponse {
             workers: rows
                 .into_iter()
-                .map(|row| v1::WorkerInfo {
-                    connected: self.workers.contains_key(&worker_key(&row.fqdn)),
-                    // In any fleet this controller has run, whenever the worker connected.
-                    known: row.known
-                        || self
-                            .rollouts
-                            .values()
-                            .any(|run| run.server_by_fqdn(&row.fqdn).is_some()),
-                    last_heartbeat: row
-                        .last_heartbeat_ms
-                        .map(baton_store::rfc3339_ms)
-                        .unwrap_or_default(),
-                    fqdn: row.fqdn,
-                    version: row.version,
-                    platform: row.platform,
+                .map(|row| {
+                    let (drops, last_drop) = self
+                        .drops
+                        .get(&worker_key(&row.fqdn))
+                        .map_or((0, String::new()), |&(drops, at)| {
+                            (drops, baton_store::rfc3339_ms(at))
+                        });
+                    v1::WorkerInfo {
+                        connected: self.workers.contains_key(&worker_key(&row.fqdn)),
+                        drops,
+                        last_drop,
+                        // In any fleet this controller has run, whenever the worker connected.
+                        known: row.known
+                            || self
+                                .rollouts
+                                .values()
+                                .any(|run| run.server_by_fqdn(&row.fqdn).is_some()),
+                        last_heartbeat: row
+                            .last_heartbeat_ms
+                            .map(baton_store::rfc3339_ms)
+                            .unwrap_or_default(),
+                        fqdn: row.fqdn,
+                        version: row.version,
+                        platform: row.platform,
+                    }
                 })
                 .collect(),
         })
@@ -616,10 +635,21 @@ impl Engine {
         Ok(())
     }
 
-    async fn start(&mut self, id: i64, server: ServerId, expected_end: u64) -> Result<(), Status> {
-        // The epoch keeps ids unique across controller restarts.
-        let assignment_id = format!("{id}-{}-{}", self.epoch, self.next_assignment);
+    /// A new assignment id: unique across stores (their identity), controller restarts (the
+    /// epoch) and rollouts.
+    fn new_assignment_id(&mut self, rollout: i64) -> String {
+        let assignment_id = baton_core::assignment::assignment_id(
+            &self.store_id,
+            rollout,
+            self.epoch,
+            self.next_assignment,
+        );
         self.next_assignment += 1;
+        assignment_id
+    }
+
+    async fn start(&mut self, id: i64, server: ServerId, expected_end: u64) -> Result<(), Status> {
+        let assignment_id = self.new_assignment_id(id);
         let run = self.rollouts.get_mut(&id).expect("known rollout");
         let (fqdn, pool) = (
             run.fqdn(server).to_string(),
@@ -639,7 +669,13 @@ impl Engine {
             )
             .await
             .map_err(store_error)?;
-        run.assignments.insert(assignment_id.clone(), server);
+        let steps = run.workload.steps[server].len();
+        run.ledger.issue(
+            &assignment_id,
+            server,
+            u32::try_from(steps).unwrap_or(u32::MAX),
+            0,
+        );
         if self.deliver(id, server, &assignment_id) {
             self.observe_dispatch();
         } else {
@@ -750,14 +786,26 @@ impl Engine {
                 note,
                 heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
                 epoch: self.epoch,
+                store_id: self.store_id.clone(),
             }),
         );
+        // What the worker holds counts only if this store issued it: an id from another store
+        // (an earlier database, another controller) is not ours, whatever it looks like.
+        let named = if hello.assignment_store_id.is_empty()
+            || hello.assignment_store_id == self.store_id
+        {
+            hello.assignment_id.as_str()
+        } else {
+            tracing::info!(fqdn = %hello.fqdn, assignment = %hello.assignment_id, store = %hello.assignment_store_id, "the worker's last assignment is another store's; not ours to judge");
+            ""
+        };
         // Assignments made while it was away are delivered now. A delivered one the worker
         // does not know (it restarted mid-run, or the assignment was lost in flight) is failed:
         // running its steps again could repeat a half-done update, and waiting would hold the
         // rollout for ever.
         let mut unknown_to_worker = Vec::new();
         let mut interrupted = Vec::new();
+        let mut undelivered = Vec::new();
         for run in self
             .rollouts
             .values_mut()
@@ -766,27 +814,19 @@ impl Engine {
             let Some(server) = run.server_by_fqdn(&hello.fqdn) else {
                 continue;
             };
-            let Some(assignment_id) = run
-                .assignments
-                .iter()
-                .find(|(_, s)| **s == server)
-                .map(|(a, _)| a.clone())
-            else {
+            let Some(assignment_id) = run.ledger.open_on(server).map(str::to_string) else {
                 continue;
             };
             if run.undelivered.remove(&server) {
-                send(
-                    &tx,
-                    v1::controller_message::Body::Assignment(run.assignment(
-                        &assignment_id,
-                        server,
-                        self.epoch,
-                    )),
-                );
-            } else if hello.assignment_id != assignment_id {
+                undelivered.push((run.id, server, assignment_id));
+            } else if named != assignment_id {
                 unknown_to_worker.push((run.id, server, assignment_id));
-            } else if let Some(at) = hello.interrupted {
-                interrupted.push((run.id, server, assignment_id, at));
+            } else {
+                // It holds the assignment: as good as its acknowledgement.
+                run.ledger.named_by_worker(&assignment_id, server);
+                if let Some(at) = hello.interrupted {
+                    interrupted.push((run.id, server, assignment_id, at));
+                }
             }
         }
         tracing::info!(fqdn = %hello.fqdn, version = %hello.version, "worker connected");
@@ -800,6 +840,9 @@ impl Engine {
             },
         );
         self.lost.remove(&worker_key(&hello.fqdn));
+        for (id, server, assignment_id) in undelivered {
+            self.deliver(id, server, &assignment_id);
+        }
         for (id, server, assignment_id) in unknown_to_worker {
             tracing::warn!(fqdn = %hello.fqdn, %assignment_id, "worker reconnected without its assignment");
             // The worker is registered either way; a store failure here is logged, not
@@ -880,6 +923,7 @@ impl Engine {
         tracing::info!(fqdn = %name, %assignment_id, index, "interrupted assignment resumed");
         let run = self.rollouts.get_mut(&id).expect("known rollout");
         run.resume_from.insert(server, at.step_index);
+        run.ledger.resume(assignment_id, at.step_index);
         self.deliver(id, server, assignment_id);
         Ok(())
     }
@@ -916,10 +960,10 @@ impl Engine {
             Some(&detail),
             SystemTime::now(),
         );
-        run.assignments.remove(assignment_id);
-        run.finished_assignments.insert(assignment_id.to_string());
+        run.ledger.end(assignment_id);
         run.current_step.remove(&server);
         run.resume_from.remove(&server);
+        run.interruptions.remove(&server);
         run.attention
             .insert(server, format!("needs attention: {detail}"));
         Ok(())
@@ -989,8 +1033,7 @@ impl Engine {
 
     /// Sends a server's runbook again under a new assignment (it is still in maintenance).
     async fn retry(&mut self, id: i64, server: ServerId) -> Result<(), Status> {
-        let assignment_id = format!("{id}-{}-{}", self.epoch, self.next_assignment);
-        self.next_assignment += 1;
+        let assignment_id = self.new_assignment_id(id);
         let (name, pool) = self.names(id, server);
         self.log
             .append(
@@ -1003,7 +1046,13 @@ impl Engine {
             .await
             .map_err(store_error)?;
         let run = self.rollouts.get_mut(&id).expect("known");
-        run.assignments.insert(assignment_id.clone(), server);
+        let steps = run.workload.steps[server].len();
+        run.ledger.issue(
+            &assignment_id,
+            server,
+            u32::try_from(steps).unwrap_or(u32::MAX),
+            0,
+        );
         self.deliver(id, server, &assignment_id);
         Ok(())
     }
@@ -1012,12 +1061,14 @@ impl Engine {
     /// True if it was sent.
     fn deliver(&mut self, id: i64, server: ServerId, assignment_id: &str) -> bool {
         let run = self.rollouts.get_mut(&id).expect("known rollout");
-        let message = run.assignment(assignment_id, server, self.epoch);
+        let message = run.assignment(assignment_id, server, self.epoch, &self.store_id);
         let sent = self
             .workers
             .get(&worker_key(run.fqdn(server)))
             .is_some_and(|link| send(&link.tx, v1::controller_message::Body::Assignment(message)));
-        if !sent {
+        if sent {
+            run.ledger.delivered(assignment_id);
+        } else {
             run.undelivered.insert(server);
         }
         sent
@@ -1050,26 +1101,47 @@ impl Engine {
 
     /// A worker is gone (its stream ended, or it fell silent): forget its link, and if its
     /// server is in maintenance, record that its state is now unknown. The pool stays held.
+    /// A server's maintenance interrupted again before it made progress (a flapping stream)
+    /// is the same interruption: counted, not recorded again.
     async fn lose(&mut self, fqdn: &str, how: &str) {
         let key = worker_key(fqdn);
         self.workers.remove(&key);
-        self.lost.insert(key, Instant::now());
+        self.lost.insert(key.clone(), Instant::now());
+        let drops = self.drops.entry(key).or_insert((0, 0));
+        *drops = (drops.0 + 1, baton_store::now_ms());
+        self.telemetry.metrics.worker_drops.add(1, &[]);
         if let Err(err) = self.log.store().worker_disconnected(fqdn).await {
             tracing::error!(%err, %fqdn, "could not record a disconnect");
         }
         tracing::info!(%fqdn, how, "worker gone");
-        let running: Vec<(i64, ServerId)> = self
+        let mut first_drops = Vec::new();
+        for run in self
             .rollouts
-            .values()
+            .values_mut()
             .filter(|run| !run.state.is_over())
-            .filter_map(|run| {
-                let server = run.server_by_fqdn(fqdn)?;
-                let busy = run.assignments.values().any(|&s| s == server)
-                    && !run.undelivered.contains(&server);
-                busy.then_some((run.id, server))
-            })
-            .collect();
-        for (id, server) in running {
+        {
+            let Some(server) = run.server_by_fqdn(fqdn) else {
+                continue;
+            };
+            let busy = run.ledger.open_on(server).is_some() && !run.undelivered.contains(&server);
+            if !busy {
+                continue;
+            }
+            match run.interruptions.get_mut(&server) {
+                Some(interruption) => interruption.drops += 1,
+                None => {
+                    run.interruptions.insert(
+                        server,
+                        crate::run::Interruption {
+                            since: Instant::now(),
+                            drops: 1,
+                        },
+                    );
+                    first_drops.push((run.id, server));
+                }
+            }
+        }
+        for (id, server) in first_drops {
             let (name, pool) = self.names(id, server);
             let detail =
                 format!("{how} while in maintenance: its state is unknown and {pool} stays held");
@@ -1081,6 +1153,29 @@ impl Engine {
                 tracing::error!(%err, "could not record a lost worker");
             }
         }
+    }
+
+    /// The server made progress (a step or its result counted): an interruption of its
+    /// maintenance is over. One that took several drops is recorded with their count.
+    async fn progressed(&mut self, id: i64, server: ServerId) -> Result<(), Status> {
+        let run = self.rollouts.get_mut(&id).expect("known rollout");
+        let Some(interruption) = run.interruptions.remove(&server) else {
+            return Ok(());
+        };
+        if interruption.drops < 2 {
+            return Ok(());
+        }
+        let (name, pool) = self.names(id, server);
+        let detail = format!(
+            "its stream dropped {} times in {:.1}s while in maintenance, recorded as one worker_lost; it is back and its server goes on",
+            interruption.drops,
+            interruption.since.elapsed().as_secs_f64()
+        );
+        self.log
+            .append(id, Some(&name), Some(&pool), kind::WORKER_FLAPPED, detail)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 
     /// Workers silent for longer than the heartbeat timeout are taken as lost; their streams
@@ -1107,21 +1202,80 @@ impl Engine {
         }
     }
 
-    /// The rollout and server an assignment of this worker belongs to.
-    fn assignment_of(&self, fqdn: &str, assignment_id: &str) -> Result<(i64, ServerId), Status> {
-        self.rollouts
-            .values()
-            .find_map(|run| {
-                run.assignments
-                    .get(assignment_id)
-                    .filter(|&&server| run.fqdn(server).eq_ignore_ascii_case(fqdn))
-                    .map(|&server| (run.id, server))
-            })
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "assignment {assignment_id:?} is not running on {fqdn}"
-                ))
-            })
+    /// Judges a worker's report about an assignment by the acceptance rule
+    /// ([`baton_core::assignment`]). `Some`: it counts, for this rollout and server. `None`: it
+    /// was a repeat or out of order (nothing to do), or it can never count (the worker is told
+    /// to discard it), or it claimed a success without every step (the server is held).
+    async fn judge(
+        &mut self,
+        fqdn: &str,
+        assignment_id: &str,
+        report: Report,
+    ) -> Result<Option<(i64, ServerId)>, Status> {
+        let owner = self.rollouts.values_mut().find(|run| {
+            run.ledger.server_of(assignment_id).is_some() || run.ledger.has_ended(assignment_id)
+        });
+        let (id, server, verdict) = match owner {
+            None => (None, None, Verdict::Discard(Refusal::Unknown)),
+            Some(run) => match run.server_by_fqdn(fqdn) {
+                None => (Some(run.id), None, Verdict::Discard(Refusal::OtherServer)),
+                Some(server) => (
+                    Some(run.id),
+                    Some(server),
+                    run.ledger.judge(server, assignment_id, report),
+                ),
+            },
+        };
+        match verdict {
+            Verdict::Accept => Ok(id.zip(server)),
+            Verdict::Ignore(Ignored::Repeat) => {
+                tracing::debug!(%fqdn, assignment = %assignment_id, ?report, "repeated report ignored");
+                Ok(None)
+            }
+            Verdict::Ignore(Ignored::Gap { next_step }) => {
+                tracing::warn!(%fqdn, assignment = %assignment_id, ?report, next_step, "report past a step not yet reported; waiting for the worker's replay");
+                Ok(None)
+            }
+            Verdict::Discard(refusal) => {
+                self.discard(fqdn, assignment_id, &refusal);
+                Ok(None)
+            }
+            Verdict::Incomplete { next_step, steps } => {
+                let (id, server) = id.zip(server).expect("only a judged report is incomplete");
+                let (_, pool) = self.names(id, server);
+                let why = format!(
+                    "its worker reported assignment {assignment_id} succeeded, but only steps before index {next_step} of {steps} were reported succeeded: the server is not counted as patched and {pool} stays held"
+                );
+                tracing::error!(%fqdn, assignment = %assignment_id, next_step, steps, "success without every step");
+                self.hold_for_operator(id, server, assignment_id, why)
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Tells a worker that nothing it says about `assignment_id` will ever count: it archives
+    /// the assignment's journal entry and stops sending it. The stream stays open.
+    fn discard(&self, fqdn: &str, assignment_id: &str, refusal: &Refusal) {
+        let reason = format!("assignment {assignment_id}: {refusal}");
+        if *refusal == Refusal::Settled {
+            tracing::info!(%fqdn, "{reason}: its worker is told to archive it");
+        } else {
+            tracing::warn!(%fqdn, "report discarded: {reason}");
+        }
+        self.telemetry
+            .metrics
+            .reports_discarded
+            .add(1, &[opentelemetry::KeyValue::new("reason", refusal.code())]);
+        if let Some(link) = self.workers.get(&worker_key(fqdn)) {
+            send(
+                &link.tx,
+                v1::controller_message::Body::Discard(v1::Discard {
+                    assignment_id: assignment_id.to_string(),
+                    reason,
+                }),
+            );
+        }
     }
 
     /// A server's and its pool's FQDNs as the fleet writes them (events name servers so,
@@ -1176,8 +1330,22 @@ impl Engine {
                 }
                 Ok(())
             }
+            Body::AssignmentAccepted(m) => {
+                if let Some((id, server)) =
+                    self.judge(fqdn, &m.assignment_id, Report::Accepted).await?
+                {
+                    tracing::debug!(%fqdn, assignment = %m.assignment_id, rollout = id, server, "assignment acknowledged");
+                }
+                Ok(())
+            }
             Body::StepStarted(m) => {
-                let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
+                let report = Report::StepStarted {
+                    index: m.step_index,
+                    attempt: m.attempt,
+                };
+                let Some((id, server)) = self.judge(fqdn, &m.assignment_id, report).await? else {
+                    return Ok(());
+                };
                 let step = self.step_id(id, server, m.step_index)?;
                 let (name, pool) = self.names(id, server);
                 let detail = format!("{step} attempt {}", m.attempt);
@@ -1199,10 +1367,15 @@ impl Engine {
                 // A back end's outage is timed from its first step.
                 let now = run.now();
                 run.watchdog.outage_started(server, now);
-                Ok(())
+                self.progressed(id, server).await
             }
             Body::StepOutput(m) => {
-                let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
+                let report = Report::StepOutput {
+                    index: m.step_index,
+                };
+                let Some((id, server)) = self.judge(fqdn, &m.assignment_id, report).await? else {
+                    return Ok(());
+                };
                 let step = self.step_id(id, server, m.step_index)?;
                 let (name, pool) = self.names(id, server);
                 let stream = if m.stderr { "stderr" } else { "stdout" };
@@ -1214,7 +1387,14 @@ impl Engine {
                 Ok(())
             }
             Body::StepFinished(m) => {
-                let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
+                let report = Report::StepFinished {
+                    index: m.step_index,
+                    attempt: m.attempt,
+                    succeeded: m.exit_code == 0 && !m.timed_out && m.error.is_empty(),
+                };
+                let Some((id, server)) = self.judge(fqdn, &m.assignment_id, report).await? else {
+                    return Ok(());
+                };
                 let step = self.step_id(id, server, m.step_index)?;
                 let (name, pool) = self.names(id, server);
                 let result = if m.timed_out {
@@ -1246,19 +1426,15 @@ impl Engine {
                     result,
                     SystemTime::now(),
                 );
-                Ok(())
+                self.progressed(id, server).await
             }
             Body::AssignmentFinished(m) => {
-                // A result repeated after a reconnect (the worker cannot know we got it).
-                if self
-                    .rollouts
-                    .values()
-                    .any(|run| run.finished_assignments.contains(&m.assignment_id))
-                {
-                    tracing::debug!(%fqdn, assignment = %m.assignment_id, "repeated result ignored");
+                let report = Report::Finished {
+                    succeeded: m.succeeded,
+                };
+                let Some((id, server)) = self.judge(fqdn, &m.assignment_id, report).await? else {
                     return Ok(());
-                }
-                let (id, server) = self.assignment_of(fqdn, &m.assignment_id)?;
+                };
                 let (name, pool) = self.names(id, server);
                 let detail = if m.succeeded {
                     "succeeded".to_string()
@@ -1278,8 +1454,6 @@ impl Engine {
                 };
                 run.trace
                     .assignment_ended(&m.assignment_id, outcome, failure, SystemTime::now());
-                run.assignments.remove(&m.assignment_id);
-                run.finished_assignments.insert(m.assignment_id.clone());
                 let event = run.server_finished(server, m.succeeded);
                 self.drive(id, &[event]).await
             }

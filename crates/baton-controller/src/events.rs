@@ -39,6 +39,10 @@ pub mod kind {
     pub const WINDOW_OPENED: &str = "window_opened";
     /// The worker of a server in maintenance disconnected or fell silent.
     pub const WORKER_LOST: &str = "worker_lost";
+    /// A server's maintenance was interrupted by several drops of its worker's stream before
+    /// it made progress again (detail: how many, over how long). Written once, when the
+    /// interruption ends; the interruption's first drop wrote its one `worker_lost`.
+    pub const WORKER_FLAPPED: &str = "worker_flapped";
 }
 
 /// The store plus the live feed of appended events, cheap to clone.

@@ -73,6 +73,8 @@ pub struct ControllerMetrics {
     pub server_failures: Counter<u64>,
     pub step_retries: Counter<u64>,
     pub watchdog_events: Counter<u64>,
+    pub worker_drops: Counter<u64>,
+    pub reports_discarded: Counter<u64>,
     _gauges: Arc<Gauges>,
 }
 
@@ -375,6 +377,14 @@ impl ControllerMetrics {
             watchdog_events: meter
                 .u64_counter("baton_watchdog_events")
                 .with_description("Watchdog thresholds crossed.")
+                .build(),
+            worker_drops: meter
+                .u64_counter("baton_worker_drops")
+                .with_description("Worker streams that ended without the controller stopping.")
+                .build(),
+            reports_discarded: meter
+                .u64_counter("baton_reports_discarded")
+                .with_description("Worker reports about an assignment that can never count.")
                 .build(),
             _gauges: Arc::new(Gauges { f64s, u64s }),
         }

@@ -153,8 +153,27 @@ impl Engine {
                         .strip_prefix("assignment ")
                         .and_then(|rest| rest.split(',').next())
                         .ok_or_else(|| Unexplained(format!("event {}: no assignment id", e.seq)))?;
-                    run.assignments.insert(assignment.to_string(), server);
+                    issue_replayed(&mut run, assignment, server);
                     run.trace.assignment_began(assignment, at_ms(e.at_ms));
+                }
+                kind::STEP_FINISHED => {
+                    // "STEP attempt N: exit 0": the step succeeded (counted for the acceptance
+                    // rule; a worker's replay after it reconnects would count it too).
+                    let server = server_of(&run, e)?;
+                    if e.detail.ends_with(": exit 0")
+                        && let Some(assignment) = run.ledger.open_on(server).map(str::to_string)
+                    {
+                        let step = e.detail.split(' ').next().unwrap_or_default();
+                        let from = run.ledger.next_step(&assignment).unwrap_or(0) as usize;
+                        if let Some(index) = run.workload.steps[server]
+                            .iter()
+                            .skip(from)
+                            .position(|s| s.id == step)
+                        {
+                            let index = u32::try_from(from + index).unwrap_or(u32::MAX);
+                            run.ledger.step_succeeded(&assignment, index);
+                        }
+                    }
                 }
                 kind::STEP_STARTED => {
                     let server = server_of(&run, e)?;
@@ -177,34 +196,20 @@ impl Engine {
                 }
                 kind::SERVER_FINISHED => {
                     let server = server_of(&run, e)?;
-                    let done: Vec<String> = run
-                        .assignments
-                        .iter()
-                        .filter(|(_, s)| **s == server)
-                        .map(|(a, _)| a.clone())
-                        .collect();
-                    for assignment in &done {
+                    if let Some(assignment) = run.ledger.open_on(server).map(str::to_string) {
                         run.trace
-                            .assignment_ended(assignment, "replayed", None, at_ms(e.at_ms));
+                            .assignment_ended(&assignment, "replayed", None, at_ms(e.at_ms));
+                        run.ledger.end(&assignment);
                     }
-                    run.finished_assignments.extend(done);
-                    run.assignments.retain(|_, s| *s != server);
                     let event = run.server_finished(server, e.detail == "succeeded");
                     finished |= feed(&mut run, clock, event, &mut decided)?;
                 }
                 kind::SERVER_NEEDS_ATTENTION => {
                     let server = server_of(&run, e)?;
-                    let lost: Vec<String> = run
-                        .assignments
-                        .iter()
-                        .filter(|(_, s)| **s == server)
-                        .map(|(a, _)| a.clone())
-                        .collect();
-                    for assignment in lost {
+                    if let Some(assignment) = run.ledger.open_on(server).map(str::to_string) {
                         run.trace
                             .assignment_ended(&assignment, "replayed", None, at_ms(e.at_ms));
-                        run.assignments.remove(&assignment);
-                        run.finished_assignments.insert(assignment);
+                        run.ledger.end(&assignment);
                     }
                     run.current_step.remove(&server);
                     run.resume_from.remove(&server);
@@ -221,7 +226,7 @@ impl Engine {
                         .detail
                         .strip_prefix("assignment ")
                         .ok_or_else(|| Unexplained(format!("event {}: no assignment id", e.seq)))?;
-                    run.assignments.insert(assignment.to_string(), server);
+                    issue_replayed(&mut run, assignment, server);
                     run.trace.assignment_began(assignment, at_ms(e.at_ms));
                 }
                 kind::SERVER_RESUMED => {
@@ -233,6 +238,9 @@ impl Engine {
                         .and_then(|index| index.parse::<u32>().ok())
                         .ok_or_else(|| Unexplained(format!("event {}: no step index", e.seq)))?;
                     run.resume_from.insert(server, index);
+                    if let Some(assignment) = run.ledger.open_on(server).map(str::to_string) {
+                        run.ledger.resume(&assignment, index);
+                    }
                 }
                 kind::SERVER_SKIPPED | kind::SERVER_NOT_STARTED => {
                     let server = server_of(&run, e)?;
@@ -275,4 +283,13 @@ impl Engine {
         run.set_elapsed(elapsed);
         Ok((run, decided.into_iter().collect(), finished))
     }
+}
+
+/// An assignment the log says was started: open again, and taken as delivered (it was sent
+/// right after its event was written; if the send was lost, its worker's `Hello` will not name
+/// it, and the server is held).
+fn issue_replayed(run: &mut RolloutRun, assignment: &str, server: ServerId) {
+    let steps = u32::try_from(run.workload.steps[server].len()).unwrap_or(u32::MAX);
+    run.ledger.issue(assignment, server, steps, 0);
+    run.ledger.delivered(assignment);
 }

@@ -3,6 +3,7 @@
 
 use crate::spans::{RolloutTrace, ServerInfo};
 use baton_core::Fleet;
+use baton_core::assignment::Ledger;
 use baton_core::fleet::ServerId;
 use baton_core::report::{ShortNames, explain};
 use baton_core::runbook::Shell;
@@ -11,7 +12,7 @@ use baton_core::time::{Millis, seconds};
 use baton_core::watchdog::Watchdog;
 use baton_core::workload::Workload;
 use baton_proto::v1;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,15 @@ struct EtaCache {
     end: Option<Millis>,
 }
 
+/// A server's maintenance interrupted by its worker's stream dropping.
+#[derive(Debug, Clone, Copy)]
+pub struct Interruption {
+    /// When the first drop of this interruption happened.
+    pub since: Instant,
+    /// Drops in this interruption (1 for the one `worker_lost` records).
+    pub drops: u64,
+}
+
 pub struct RolloutRun {
     pub id: i64,
     pub fleet: Fleet,
@@ -67,12 +77,13 @@ pub struct RolloutRun {
     pub lower_bound_ms: Millis,
     started: Instant,
     ended_at_ms: Option<Millis>,
-    /// Assignment id -> server, for assignments not yet finished.
-    pub assignments: HashMap<String, ServerId>,
-    /// Assignments already finished: a worker repeating its last result is ignored.
-    pub finished_assignments: HashSet<String>,
+    /// Its assignments, open and ended, and which worker reports about them count.
+    pub ledger: Ledger,
     /// Servers in maintenance whose state is unknown, waiting for `baton resolve`, and why.
     pub attention: HashMap<ServerId, String>,
+    /// Servers in maintenance whose worker's stream dropped, until the server makes progress
+    /// again: one `worker_lost` per interruption, however often the stream drops in it.
+    pub interruptions: HashMap<ServerId, Interruption>,
     /// Assigned servers whose worker was not connected: delivered when it connects.
     pub undelivered: BTreeSet<ServerId>,
     /// Running server -> the step it is on.
@@ -127,9 +138,9 @@ impl RolloutRun {
             lower_bound_ms,
             started: Instant::now(),
             ended_at_ms: None,
-            assignments: HashMap::new(),
-            finished_assignments: HashSet::new(),
+            ledger: Ledger::new(),
             attention: HashMap::new(),
+            interruptions: HashMap::new(),
             resume_from: HashMap::new(),
             at_risk: BTreeSet::new(),
             last_progress_ms: baton_store::now_ms(),
@@ -179,6 +190,7 @@ impl RolloutRun {
     /// goes on being timed.
     pub fn server_finished(&mut self, server: ServerId, succeeded: bool) -> Event {
         self.current_step.remove(&server);
+        self.interruptions.remove(&server);
         self.resume_from.remove(&server);
         if succeeded {
             self.watchdog.outage_ended(server);
@@ -250,6 +262,7 @@ impl RolloutRun {
         assignment_id: &str,
         server: ServerId,
         epoch: u64,
+        store_id: &str,
     ) -> v1::Assignment {
         let info = self.server_info(server);
         let contexts = self.trace.step_contexts(
@@ -278,6 +291,7 @@ impl RolloutRun {
             expected_duration_ms: self.workload.expected[server],
             epoch,
             start_step: self.resume_from.get(&server).copied().unwrap_or(0),
+            store_id: store_id.to_string(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Serving the controller: worker and operator services, plus the standard gRPC health and
-//! reflection services so generic tools (grpcurl, grpc_health_probe) work against it.
+//! reflection services (reflection in v1 and v1alpha) so generic tools (grpcurl,
+//! grpc_health_probe, Postman, Evans) work against it.
 
 use crate::engine::Engine;
 use crate::events::EventLog;
@@ -169,12 +170,14 @@ pub async fn start_with(
         })?;
     // Fencing: this controller's assignments outrank every earlier controller's.
     let epoch = store.next_epoch().await?;
-    tracing::info!(epoch, "controller epoch");
+    let store_id = store.store_id().await?;
+    tracing::info!(epoch, store_id, "controller epoch");
     let telemetry = Arc::new(
         crate::metrics::Telemetry::new(options.otlp_metrics).map_err(ControllerError::Metrics)?,
     );
     let engine = Arc::new(Mutex::new(Engine::new(
         EventLog::new(store),
+        store_id,
         epoch as u64,
         options.worker_timeout,
         Arc::clone(&telemetry),
@@ -198,10 +201,10 @@ pub async fn start_with(
     health
         .set_serving::<OperatorServiceServer<OperatorGrpc>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions: v1 for current clients, v1alpha for those that speak only
+    // it (grpcio's Python reflection, older grpcurl, Postman, Evans). Each lists both.
+    let reflection_v1 = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
 
     let (http_addr, http_shutdown) = match options.http {
         Some(listen) => {
@@ -249,7 +252,8 @@ pub async fn start_with(
     );
     let router = builder
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(WorkerServiceServer::new(WorkerGrpc {
             engine: Arc::clone(&engine),
             client_certificates,
@@ -272,6 +276,16 @@ pub async fn start_with(
         engine,
         telemetry,
     })
+}
+
+/// What the reflection services describe: Baton's services, health, and reflection itself in
+/// both versions (each version's builder adds only its own).
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
 /// How often back-end outages are checked against their budgets.

@@ -91,6 +91,7 @@ const ROLLOUT_EVENT_KINDS: &[&str] = &[
     "budget_warning",
     "resiliency_risk",
     "worker_lost",
+    "worker_flapped",
     "window_opened",
     "server_needs_attention",
     "server_resolved",

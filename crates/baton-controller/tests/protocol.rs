@@ -91,6 +91,7 @@ fn hello_after(fqdn: &str, last: &str) -> Body {
         platform: "test".to_string(),
         assignment_id: last.to_string(),
         interrupted: None,
+        assignment_store_id: String::new(),
     })
 }
 
@@ -308,6 +309,14 @@ impl Session {
         }
     }
 
+    /// The next message, which must be a `Discard`.
+    async fn discard(&mut self) -> v1::Discard {
+        match self.next().await {
+            ToWorker::Discard(discard) => discard,
+            other => panic!("expected a Discard, got {other:?}"),
+        }
+    }
+
     /// Waits for the stream to end with an error, which it returns.
     async fn refused(&mut self) -> Status {
         match bounded("the stream's end", self.inbound.message()).await {
@@ -515,7 +524,7 @@ async fn a_second_session_for_the_same_fqdn_is_refused_until_the_first_closes() 
 // ---- assignments ----------------------------------------------------------------------------
 
 #[tokio::test]
-async fn an_assignment_carries_the_rendered_steps_and_bad_reports_end_the_stream() {
+async fn an_assignment_carries_the_rendered_steps_and_stale_reports_are_discarded() {
     let controller = Controller::start().await;
     let (toml, fqdns) = fleet("render", 2);
     let mut sessions = Vec::new();
@@ -559,36 +568,34 @@ async fn an_assignment_carries_the_rendered_steps_and_bad_reports_end_the_stream
             stderr: false,
         }))
         .await;
-    // Another worker reporting on this assignment.
+    // Another worker reporting on this assignment: discarded, its stream stays open.
     sessions[other].send(step_started(&aid, 0)).await;
-    let status = sessions[other].refused().await;
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    // An assignment that does not exist.
+    let discard = sessions[other].discard().await;
+    assert_eq!(discard.assignment_id, aid);
+    assert!(discard.reason.contains("another server"), "{discard:?}");
+    // An assignment that does not exist (another store's, say): discarded too.
     sessions[i]
         .send(step_started("no-such-assignment", 0))
         .await;
+    let discard = sessions[i].discard().await;
+    assert_eq!(discard.assignment_id, "no-such-assignment");
+    assert!(
+        discard
+            .reason
+            .contains("not an assignment of this controller's store"),
+        "{discard:?}"
+    );
+    // A step the assignment does not have.
+    sessions[i].send(step_finished(&aid, 7)).await;
+    let discard = sessions[i].discard().await;
+    assert!(discard.reason.contains("step index 7"), "{discard:?}");
+    // A second Hello on a stream still ends it: that is not a stale report but a broken peer.
+    sessions[i].send(hello(&first)).await;
     let status = sessions[i].refused().await;
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert!(
-        status.message().contains("no-such-assignment"),
-        "{status:?}"
-    );
 
-    // The refused worker can come back at once (naming its assignment, which it still runs),
-    // and report on its assignment again.
-    let mut again = controller
-        .open(hello_after(&first, &aid))
-        .await
-        .expect("session");
-    let welcome = again.welcome().await;
-    assert!(welcome.known, "{welcome:?}");
-    again.send(step_finished(&aid, 7)).await;
-    let status = again.refused().await;
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("step index 7"), "{status:?}");
-
-    // Nothing recorded before the refusals is lost; after them, only that the server's
-    // worker was gone twice (each refusal ended its stream mid-update).
+    // Nothing recorded before is lost; the discards recorded nothing, and the one broken
+    // stream, one lost worker.
     let events = controller.events(&id).await;
     assert_contiguous(&events);
     assert_eq!(
@@ -599,7 +606,6 @@ async fn an_assignment_carries_the_rendered_steps_and_bad_reports_end_the_stream
             "step_started",
             "step_output",
             "worker_lost",
-            "worker_lost"
         ]
     );
     assert!(events[4..].iter().all(|e| e.server == first), "{events:?}");

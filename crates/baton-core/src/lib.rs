@@ -1,6 +1,7 @@
 //! Baton's pure domain: fleets, runbooks, the rules (R1–R6), the scheduler state machine, the
 //! simulator and the plan report. No I/O, no async, no clock: time is an input.
 
+pub mod assignment;
 pub mod audit;
 pub mod bounds;
 pub mod error;

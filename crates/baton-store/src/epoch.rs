@@ -1,4 +1,6 @@
-//! The controller epoch (fencing): one counter, raised atomically by each starting controller.
+//! Who the controller is on this store: the store's identity, made once when the store is
+//! created, and the controller epoch (fencing), one counter raised atomically by each starting
+//! controller.
 
 use crate::{Store, StoreError, with_pool};
 
@@ -11,5 +13,15 @@ impl Store {
             sqlx::query_scalar::<_, i64>(SQL).fetch_one(p).await
         })
         .map_err(StoreError::query("raising the controller epoch"))
+    }
+
+    /// This store's identity: 16 hex digits, random, made when the store was created and the
+    /// same ever after (every controller on this database reads the same one).
+    pub async fn store_id(&self) -> Result<String, StoreError> {
+        const SQL: &str = "SELECT store_id FROM store_identity WHERE id = 1";
+        with_pool!(self, |p| {
+            sqlx::query_scalar::<_, String>(SQL).fetch_one(p).await
+        })
+        .map_err(StoreError::query("reading the store's identity"))
     }
 }

@@ -82,6 +82,7 @@ suite! {
         reopen_keeps_everything,
         concurrent_appends_from_separate_stores,
         epochs_rise_across_controllers,
+        the_store_identity_is_its_own,
     ],
 }
 

@@ -1,5 +1,7 @@
 //! Reconnect delays: exponential, capped, with jitter so that a fleet of workers cut off
-//! together does not knock on the restarted controller all at once.
+//! together does not knock on the restarted controller all at once. The delays start over
+//! only after a session stayed healthy for a while, so a controller that ends every session
+//! at once (a refusal, an overload) sees a worker back off, never a tight loop.
 
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
@@ -10,13 +12,16 @@ pub struct BackoffPolicy {
     pub initial: Duration,
     /// Doubling stops here.
     pub max: Duration,
+    /// A session that lasted this long starts the delays over.
+    pub healthy_after: Duration,
 }
 
 impl Default for BackoffPolicy {
     fn default() -> Self {
         Self {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(10),
         }
     }
 }
@@ -35,7 +40,12 @@ impl Backoff {
         }
     }
 
-    /// Back to the first delay (after a session was established).
+    /// How long a session must last to start the delays over.
+    pub fn healthy_after(&self) -> Duration {
+        self.policy.healthy_after
+    }
+
+    /// Back to the first delay (after a session stayed healthy).
     pub fn reset(&mut self) {
         self.base = self.policy.initial;
     }
@@ -63,7 +73,7 @@ mod tests {
     #[test]
     fn doubles_to_the_cap_with_jitter_and_resets() {
         let mut backoff = Backoff::new(BackoffPolicy::default());
-        let bases_ms = [100, 200, 400, 800, 1600, 3200, 5000, 5000];
+        let bases_ms = [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000];
         for base in bases_ms {
             let delay = backoff.next_delay();
             let base = Duration::from_millis(base);
@@ -73,7 +83,7 @@ mod tests {
             );
         }
         backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(100));
+        assert!(backoff.next_delay() <= Duration::from_millis(500));
     }
 
     #[test]

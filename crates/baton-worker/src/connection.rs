@@ -1,6 +1,7 @@
 //! The stream to the controller: connect out, say `Hello`, send heartbeats, take assignments,
 //! forward what the executor reports; when anything fails, reconnect with backoff, forever.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::error::Error;
 use std::future::Future;
@@ -21,8 +22,9 @@ use crate::WorkerError;
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::executor::Executor;
 use crate::journal::{Journal, Recovered};
+use crate::replay::{self, Replay};
 use crate::report::{self, Reporter};
-use crate::runner::Runner;
+use crate::runner::{Runner, Started};
 use baton_proto::tls::ClientTls;
 use baton_telemetry::error_chain;
 
@@ -30,8 +32,12 @@ use baton_telemetry::error_chain;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Messages queued for the current stream. Small on purpose: what sits here when a stream
-/// breaks is lost, while the executor's backlog waits safely in its own channel.
+/// breaks is lost (the replay says it again), while the executor's backlog waits safely in
+/// its own channel.
 const STREAM_BUFFER: usize = 4;
+
+/// Assignments a controller discarded, remembered so that nothing more about them is sent.
+const DISCARDED_KEPT: usize = 32;
 
 /// Everything the worker needs to run.
 #[derive(Debug, Clone)]
@@ -121,16 +127,24 @@ pub async fn run(
         report = report.with_journal(Arc::new(journal));
         recovered = found;
     }
-    let mut runner = Runner::new(config.executor, report);
-    let mut last_finished = None;
+    let mut runner = Runner::new(config.executor, report.clone());
+    let mut replay = None;
     match recovered {
         Recovered::Nothing => {}
-        Recovered::Finished(finished) => {
-            runner = runner.recovered(finished.assignment_id.clone(), None);
-            last_finished = Some(report::message(Body::AssignmentFinished(finished)));
+        Recovered::Finished {
+            result,
+            store_id,
+            succeeded_steps,
+        } => {
+            runner = runner.recovered(result.assignment_id.clone(), store_id.clone(), None);
+            replay = Some(Replay::from_journal(result, store_id, &succeeded_steps));
         }
-        Recovered::Interrupted { assignment_id, at } => {
-            runner = runner.recovered(assignment_id, Some(at));
+        Recovered::Interrupted {
+            assignment_id,
+            store_id,
+            at,
+        } => {
+            runner = runner.recovered(assignment_id, store_id, Some(at));
         }
     }
     let mut worker = Connection {
@@ -140,10 +154,15 @@ pub async fn run(
         backoff: Backoff::new(config.backoff),
         attempt: 0,
         runner,
+        report,
         outbox,
         pending: None,
         highest_epoch: 0,
-        last_finished,
+        replay,
+        other_finished: None,
+        discarded: VecDeque::new(),
+        session_store: None,
+        resend: VecDeque::new(),
     };
     tokio::select! {
         never = worker.run_forever() => match never {},
@@ -161,15 +180,33 @@ struct Connection {
     /// Connection attempts since the last `Welcome`.
     attempt: u64,
     runner: Runner,
+    /// The runner's reporter: archives journal entries a controller discarded.
+    report: Reporter,
     /// Everything the executor reports, kept across streams.
     outbox: mpsc::UnboundedReceiver<WorkerMessage>,
     /// Taken from `outbox`, not yet handed to a stream (kept across streams too).
     pending: Option<WorkerMessage>,
     /// The highest controller epoch seen (fencing): assignments from a lower one are refused.
     highest_epoch: u64,
-    /// The last `AssignmentFinished` handed to a stream, sent again on every new stream: a
-    /// stream (or controller) that broke may have lost it, and the controller ignores repeats.
-    last_finished: Option<WorkerMessage>,
+    /// The current (or last) assignment's reports, said again on every new stream to the
+    /// store that issued it: a stream (or controller) that broke may have lost them, and the
+    /// controller counts each once.
+    replay: Option<Replay>,
+    /// The last result of another assignment (one refused: busy, stale epoch), with the store
+    /// of the controller it was for, said again likewise.
+    other_finished: Option<(WorkerMessage, String)>,
+    /// Assignments a controller discarded: nothing more is said about them.
+    discarded: VecDeque<String>,
+    /// The store of the controller on the current stream, once it has welcomed us.
+    session_store: Option<String>,
+    /// The replay, queued for the current stream ahead of new reports.
+    resend: VecDeque<WorkerMessage>,
+}
+
+/// Whether an assignment issued by `issuer` belongs to a controller on `store`; an empty id
+/// (an older controller or journal) cannot tell, and is taken as the same.
+fn same_store(issuer: &str, store: &str) -> bool {
+    issuer.is_empty() || store.is_empty() || issuer == store
 }
 
 /// Why a stream ended.
@@ -188,7 +225,14 @@ impl Connection {
         loop {
             self.attempt += 1;
             tracing::info!(controller = %self.controller, fqdn = %self.fqdn, attempt = self.attempt, "connecting to the controller");
-            match self.session().await {
+            let began = Instant::now();
+            let end = self.session().await;
+            // Only a session that stayed up a while starts the delays over: one that a
+            // controller or network ends at once, however it ends, backs off further.
+            if self.session_store.is_some() && began.elapsed() >= self.backoff.healthy_after() {
+                self.backoff.reset();
+            }
+            match end {
                 SessionEnd::Unreachable(err) => {
                     tracing::warn!(controller = %self.controller, error = %error_chain(&err), "cannot reach the controller");
                 }
@@ -245,9 +289,9 @@ impl Connection {
             self.runner.last(),
             self.runner.interrupted(),
         ));
-        if let Some(finished) = &self.last_finished {
-            let _ = tx.try_send(finished.clone());
-        }
+        // Reports wait for the controller's Welcome: it says which store it runs on.
+        self.session_store = None;
+        self.resend.clear();
         let mut inbound = match client.session(ReceiverStream::new(rx)).await {
             Ok(response) => response.into_inner(),
             Err(status) => return SessionEnd::Refused(status),
@@ -268,14 +312,15 @@ impl Connection {
                 // Take one message at a time and hand it over only when the stream has room,
                 // so a breaking stream loses at most what its small buffer holds.
                 Some(message) = self.outbox.recv(), if self.pending.is_none() => {
-                    self.pending = Some(message);
+                    self.pending = self.keep_unless_discarded(message);
                 }
-                permit = tx.reserve(), if self.pending.is_some() => match permit {
+                permit = tx.reserve(), if self.session_store.is_some()
+                    && (!self.resend.is_empty() || self.pending.is_some()) => match permit {
                     Ok(permit) => {
-                        if let Some(message) = self.pending.take() {
-                            if matches!(message.body, Some(Body::AssignmentFinished(_))) {
-                                self.last_finished = Some(message.clone());
-                            }
+                        if let Some(message) = self.resend.pop_front() {
+                            permit.send(message);
+                        } else if let Some(message) = self.pending.take() {
+                            self.remember(&message);
                             permit.send(message);
                         }
                     }
@@ -294,9 +339,8 @@ impl Connection {
                     ms => Duration::from_millis(ms.into()),
                 };
                 *heartbeat = heartbeat_interval(period);
-                // A session was established: the next failure starts from a short delay.
-                self.backoff.reset();
                 self.attempt = 0;
+                self.welcomed(welcome.store_id.clone());
                 if welcome.epoch < self.highest_epoch {
                     tracing::error!(
                         epoch = welcome.epoch,
@@ -320,8 +364,11 @@ impl Connection {
                     );
                 }
             }
-            Some(controller_message::Body::Assignment(assignment)) => {
+            Some(controller_message::Body::Assignment(mut assignment)) => {
                 tracing::info!(assignment = %assignment.assignment_id, rollout = %assignment.rollout_id, "assignment received");
+                if assignment.store_id.is_empty() {
+                    assignment.store_id = self.session_store.clone().unwrap_or_default();
+                }
                 if assignment.epoch < self.highest_epoch {
                     let detail = format!(
                         "stale assignment from controller epoch {} (epoch {} seen since)",
@@ -332,8 +379,15 @@ impl Connection {
                     return;
                 }
                 self.highest_epoch = assignment.epoch;
-                self.runner.start(assignment);
+                let (id, store) = (
+                    assignment.assignment_id.clone(),
+                    assignment.store_id.clone(),
+                );
+                if self.runner.start(assignment) == Started::Running {
+                    self.replay = Some(Replay::new(id, store));
+                }
             }
+            Some(controller_message::Body::Discard(discard)) => self.discard(discard),
             Some(controller_message::Body::Cancel(cancel)) => {
                 if self.runner.cancel(&cancel.assignment_id).await {
                     tracing::warn!(assignment = %cancel.assignment_id, "assignment cancelled by the controller");
@@ -342,6 +396,118 @@ impl Connection {
                 }
             }
             None => tracing::debug!("empty message from the controller ignored"),
+        }
+    }
+}
+
+impl Connection {
+    /// The controller welcomed us and runs on `store`: what it may have missed of our
+    /// reports is said again, if its store issued them; another store's are archived unsent.
+    fn welcomed(&mut self, store: String) {
+        if let Some(replay) = self.replay.take() {
+            if same_store(&replay.store_id, &store) {
+                self.resend.extend(replay.messages());
+                self.replay = Some(replay);
+            } else if self.runner.running() == Some(replay.assignment_id.as_str()) {
+                // Still running: its reports go on (the controller discards them).
+                self.replay = Some(replay);
+            } else {
+                let reason = format!(
+                    "issued by store {}; the controller at {} runs on store {store}",
+                    replay.store_id, self.controller
+                );
+                tracing::warn!(assignment = %replay.assignment_id, "discarding the journaled result of assignment {}: {reason}; it is archived, not sent", replay.assignment_id);
+                self.archive(&replay.assignment_id, &reason);
+            }
+        }
+        if let Some((message, issuer)) = self.other_finished.take()
+            && same_store(&issuer, &store)
+        {
+            self.resend.push_back(message.clone());
+            self.other_finished = Some((message, issuer));
+        }
+        self.session_store = Some(store);
+    }
+
+    /// The controller will never count anything about this assignment: forget it, archive its
+    /// journal entry (once it has stopped running), and say nothing more about it.
+    fn discard(&mut self, discard: baton_proto::v1::Discard) {
+        let id = discard.assignment_id;
+        if self.discarded.contains(&id) {
+            return;
+        }
+        tracing::warn!(assignment = %id, reason = %discard.reason, "the controller discarded an assignment's reports; archiving its journal entry");
+        if self.discarded.len() == DISCARDED_KEPT {
+            self.discarded.pop_front();
+        }
+        self.discarded.push_back(id.clone());
+        if self.replay.as_ref().is_some_and(|r| r.assignment_id == id) {
+            self.replay = None;
+        }
+        if self
+            .other_finished
+            .as_ref()
+            .is_some_and(|(m, _)| replay::assignment_of(m) == Some(id.as_str()))
+        {
+            self.other_finished = None;
+        }
+        self.resend
+            .retain(|m| replay::assignment_of(m) != Some(id.as_str()));
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|m| replay::assignment_of(m) == Some(id.as_str()))
+        {
+            self.pending = None;
+        }
+        if self.runner.running() == Some(id.as_str()) {
+            tracing::warn!(assignment = %id, "it keeps running here; its reports are not sent");
+        } else {
+            self.archive(&id, &discard.reason);
+        }
+    }
+
+    fn archive(&mut self, assignment_id: &str, reason: &str) {
+        self.runner.forget(assignment_id);
+        if self
+            .replay
+            .as_ref()
+            .is_some_and(|r| r.assignment_id == assignment_id)
+        {
+            self.replay = None;
+        }
+        match self.report.archive(assignment_id, reason) {
+            Ok(true) => {
+                tracing::info!(assignment = %assignment_id, "journal entry archived; the journal is clean")
+            }
+            Ok(false) => {}
+            Err(err) => tracing::error!(%err, "could not archive a journal entry"),
+        }
+    }
+
+    /// `message` unless it is about a discarded assignment (whose end archives it).
+    fn keep_unless_discarded(&mut self, message: WorkerMessage) -> Option<WorkerMessage> {
+        let Some(id) = replay::assignment_of(&message).map(str::to_string) else {
+            return Some(message);
+        };
+        if !self.discarded.contains(&id) {
+            return Some(message);
+        }
+        if matches!(message.body, Some(Body::AssignmentFinished(_))) {
+            self.archive(&id, "discarded by the controller while it ran");
+        }
+        None
+    }
+
+    /// Keeps what is handed to a stream for the replay.
+    fn remember(&mut self, message: &WorkerMessage) {
+        match (&mut self.replay, replay::assignment_of(message)) {
+            (Some(replay), Some(id)) if replay.assignment_id == id => replay.record(message),
+            (_, Some(_)) if matches!(message.body, Some(Body::AssignmentFinished(_))) => {
+                let store = self.session_store.clone().unwrap_or_default();
+                self.other_finished = Some((message.clone(), store));
+            }
+            _ => {}
         }
     }
 }

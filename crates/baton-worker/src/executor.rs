@@ -313,6 +313,7 @@ mod tests {
             expected_duration_ms: 0,
             epoch: 0,
             start_step: 0,
+            store_id: String::new(),
         }
     }
 

@@ -6,6 +6,11 @@
 //! One file, `journal.jsonl` in the state folder, one JSON record per line. It holds only the
 //! current assignment: a new assignment replaces the file (written aside, then renamed). A last
 //! line torn by a crash is ignored: the record it would have held was not reported either.
+//!
+//! The journal names the store (the controller's database) that issued its assignment. When
+//! a controller answers that an assignment can never count (`Discard`), or the controller now
+//! reached runs on another store, the entry is moved to `journal.archive.jsonl` (appended,
+//! with why) and the journal starts clean.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
@@ -16,6 +21,7 @@ use baton_proto::v1::{Assignment, AssignmentFinished, Interrupted};
 use serde::{Deserialize, Serialize};
 
 const FILE_NAME: &str = "journal.jsonl";
+const ARCHIVE_NAME: &str = "journal.archive.jsonl";
 
 /// Why the journal cannot be used. Names the file.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,9 @@ enum Record {
         assignment_id: String,
         steps: u32,
         start_step: u32,
+        /// The store that issued it; absent from journals written before stores had one.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        store_id: String,
     },
     StepStarted {
         index: u32,
@@ -50,6 +59,10 @@ enum Record {
         succeeded: bool,
         detail: String,
     },
+    /// Written to the archive only: why the entry above it left the journal.
+    Archived {
+        reason: String,
+    },
 }
 
 /// What the journal says about the last assignment when the worker starts.
@@ -57,11 +70,18 @@ enum Record {
 pub enum Recovered {
     /// No assignment recorded.
     Nothing,
-    /// It ended; its result may not have reached the controller, so it is sent again.
-    Finished(AssignmentFinished),
+    /// It ended; its result and its steps' results may not have reached the controller, so
+    /// they are sent again (to the store that issued it only).
+    Finished {
+        result: AssignmentFinished,
+        store_id: String,
+        /// The steps that succeeded: (index, attempt).
+        succeeded_steps: Vec<(u32, u32)>,
+    },
     /// The worker went down while it ran.
     Interrupted {
         assignment_id: String,
+        store_id: String,
         at: Interrupted,
     },
 }
@@ -116,6 +136,7 @@ impl Journal {
             assignment_id: assignment.assignment_id.clone(),
             steps: u32::try_from(assignment.steps.len()).unwrap_or(u32::MAX),
             start_step: assignment.start_step,
+            store_id: assignment.store_id.clone(),
         };
         let aside = self.path.with_extension("jsonl.new");
         let mut file = File::create(&aside).map_err(io_error)?;
@@ -172,6 +193,68 @@ impl Journal {
                 detail: detail.to_owned(),
             },
         )
+    }
+
+    /// Moves the journal's entry for `assignment_id` (if that is what it holds) to the archive,
+    /// with `reason`, and leaves the journal empty: a restart then has nothing to report.
+    /// Returns whether it did.
+    pub fn archive(&self, assignment_id: &str, reason: &str) -> Result<bool, JournalError> {
+        let io_error = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut current = self.lock();
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(io_error(err)),
+        };
+        let holds_it = text
+            .lines()
+            .next()
+            .and_then(|line| serde_json::from_str::<Record>(line).ok())
+            .is_some_and(|record| {
+                matches!(record, Record::Assignment { assignment_id: id, .. } if id == assignment_id)
+            });
+        if !holds_it {
+            return Ok(false);
+        }
+        let archive = self.path.with_file_name(ARCHIVE_NAME);
+        let mut out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&archive)
+            .map_err(|source| JournalError::Io {
+                path: archive.clone(),
+                source,
+            })?;
+        let mut entry = String::new();
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            entry.push_str(line);
+            entry.push('\n');
+        }
+        out.write_all(entry.as_bytes())
+            .and_then(|()| {
+                write_line(
+                    &mut out,
+                    &Record::Archived {
+                        reason: reason.to_owned(),
+                    },
+                )
+            })
+            .map_err(|source| JournalError::Io {
+                path: archive.clone(),
+                source,
+            })?;
+        fs::remove_file(&self.path).map_err(io_error)?;
+        sync_folder(&self.path).map_err(io_error)?;
+        if current
+            .as_ref()
+            .is_some_and(|current| current.assignment_id == assignment_id)
+        {
+            *current = None;
+        }
+        Ok(true)
     }
 
     /// Appends to the current assignment's journal. Records of another assignment (one refused
@@ -244,12 +327,14 @@ fn replay(records: &[Record]) -> Recovered {
         assignment_id,
         steps,
         start_step,
+        store_id,
     }) = records.first()
     else {
         return Recovered::Nothing;
     };
     let mut next = *start_step;
     let mut started = false;
+    let mut succeeded_steps = Vec::new();
     for record in &records[1..] {
         match record {
             Record::StepStarted { index, .. } => {
@@ -257,24 +342,34 @@ fn replay(records: &[Record]) -> Recovered {
                 started = true;
             }
             Record::StepFinished {
-                index, succeeded, ..
+                index,
+                succeeded,
+                attempt,
             } => {
                 // A failed attempt may be retried: the step is where to go on from.
                 next = if *succeeded { index + 1 } else { *index };
                 started = false;
+                if *succeeded {
+                    succeeded_steps.push((*index, *attempt));
+                }
             }
             Record::Finished { succeeded, detail } => {
-                return Recovered::Finished(AssignmentFinished {
-                    assignment_id: assignment_id.clone(),
-                    succeeded: *succeeded,
-                    detail: detail.clone(),
-                });
+                return Recovered::Finished {
+                    result: AssignmentFinished {
+                        assignment_id: assignment_id.clone(),
+                        succeeded: *succeeded,
+                        detail: detail.clone(),
+                    },
+                    store_id: store_id.clone(),
+                    succeeded_steps,
+                };
             }
-            Record::Assignment { .. } => return Recovered::Nothing,
+            Record::Assignment { .. } | Record::Archived { .. } => return Recovered::Nothing,
         }
     }
     Recovered::Interrupted {
         assignment_id: assignment_id.clone(),
+        store_id: store_id.clone(),
         at: Interrupted {
             step_index: next.min(*steps),
             step_started: started,
@@ -304,6 +399,7 @@ mod tests {
     fn interrupted(id: &str, step_index: u32, step_started: bool) -> Recovered {
         Recovered::Interrupted {
             assignment_id: id.into(),
+            store_id: String::new(),
             at: Interrupted {
                 step_index,
                 step_started,
@@ -364,7 +460,61 @@ mod tests {
             succeeded: false,
             detail: "step s exited 3".into(),
         };
-        assert_eq!(reopen(&dir), Recovered::Finished(expected));
+        assert_eq!(
+            reopen(&dir),
+            Recovered::Finished {
+                result: expected,
+                store_id: String::new(),
+                succeeded_steps: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn a_finished_assignment_names_its_store_and_steps() {
+        let dir = TempDir::new();
+        let (journal, _) = Journal::open(dir.path()).unwrap();
+        let mut a1 = assignment("s1-1-1-1", 2, 0);
+        a1.store_id = "s1".into();
+        journal.begin(&a1).unwrap();
+        journal.step_started("s1-1-1-1", 0, 1).unwrap();
+        journal.step_finished("s1-1-1-1", 0, 1, false).unwrap();
+        journal.step_started("s1-1-1-1", 0, 2).unwrap();
+        journal.step_finished("s1-1-1-1", 0, 2, true).unwrap();
+        journal.step_started("s1-1-1-1", 1, 1).unwrap();
+        journal.step_finished("s1-1-1-1", 1, 1, true).unwrap();
+        journal.finished("s1-1-1-1", true, "").unwrap();
+        match reopen(&dir) {
+            Recovered::Finished {
+                result,
+                store_id,
+                succeeded_steps,
+            } => {
+                assert!(result.succeeded);
+                assert_eq!(store_id, "s1");
+                assert_eq!(succeeded_steps, [(0, 2), (1, 1)]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn archiving_moves_the_entry_aside_and_leaves_a_clean_journal() {
+        let dir = TempDir::new();
+        let (journal, _) = Journal::open(dir.path()).unwrap();
+        journal.begin(&assignment("a1", 1, 0)).unwrap();
+        journal.finished("a1", true, "").unwrap();
+        assert!(!journal.archive("a2", "not this one").unwrap());
+        assert!(matches!(reopen(&dir), Recovered::Finished { .. }));
+        assert!(journal.archive("a1", "issued by another store").unwrap());
+        assert_eq!(reopen(&dir), Recovered::Nothing);
+        let archived = fs::read_to_string(dir.path().join(ARCHIVE_NAME)).unwrap();
+        assert!(archived.contains("\"assignment_id\":\"a1\""), "{archived}");
+        assert!(archived.contains("issued by another store"), "{archived}");
+        // Nothing left to archive; the journal takes the next assignment as usual.
+        assert!(!journal.archive("a1", "again").unwrap());
+        journal.begin(&assignment("a3", 1, 0)).unwrap();
+        assert_eq!(reopen(&dir), interrupted("a3", 0, false));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! - [`process`]: one attempt of one step: a child process, its output lines, its timeout.
 //! - [`shell`]: the command line for a runbook shell (`sh`, `powershell`).
 //! - [`report`]: builds the messages the worker sends.
+//! - [`replay`]: what is said again on every new stream (reports a broken one may have lost).
 //! - [`backoff`]: reconnect delays.
+//! - [`state_lock`]: one worker per state folder (an OS lock on `worker.lock`, taken at start).
 //! - `trace`: each step's span, a child of the controller's.
 
 pub mod backoff;
@@ -18,9 +20,11 @@ pub mod connection;
 pub mod executor;
 pub mod journal;
 pub mod process;
+pub mod replay;
 pub mod report;
 pub mod runner;
 pub mod shell;
+pub mod state_lock;
 mod trace;
 
 #[cfg(test)]

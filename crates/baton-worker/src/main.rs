@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use baton_worker::state_lock::{StateDirLock, StateLockError};
 use baton_worker::{Executor, ShellExecutor, SimulateExecutor, WorkerConfig};
 use clap::{Parser, ValueEnum, builder::NonEmptyStringValueParser};
 
@@ -61,6 +62,15 @@ struct Args {
     /// Append log lines to this file instead of stderr (moved to FILE.1 at start past 10 MB).
     #[arg(long, env = "BATON_LOG_FILE", value_name = "FILE")]
     log_file: Option<PathBuf>,
+
+    /// The first delay before reconnecting after a session ends; it doubles (with jitter) up
+    /// to --reconnect-max, and starts over only after a session stayed up for 10 s.
+    #[arg(long, env = "BATON_RECONNECT_INITIAL", value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    reconnect_initial: std::time::Duration,
+
+    /// The longest delay between reconnects.
+    #[arg(long, env = "BATON_RECONNECT_MAX", value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    reconnect_max: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -117,6 +127,28 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .context("baton-worker")?;
+    // One worker per state dir, before its journal is opened or the controller is called: held
+    // until main returns (the OS lets it go however the process ends).
+    let state_lock = match StateDirLock::acquire(&args.state_dir, &args.fqdn) {
+        Ok(lock) => lock,
+        Err(err) => {
+            // Another worker on the dir is a configuration error, like a bad flag: exit status
+            // 2, which the systemd unit does not retry (RestartPreventExitStatus=2). A dir that
+            // cannot be created or locked is a run-time failure (a read-only file system, say):
+            // status 1, retried like any other.
+            let code = match err {
+                StateLockError::InUse { .. } => 2,
+                StateLockError::Io { .. } => 1,
+            };
+            let message = baton_telemetry::error_chain(&err);
+            if args.log_file.is_some() {
+                // Where a service's output is read (a scheduled task keeps no stderr).
+                tracing::error!(state_dir = %args.state_dir.display(), "{message}");
+            }
+            eprintln!("baton-worker: {message}");
+            std::process::exit(code);
+        }
+    };
 
     let executor = match args.executor {
         ExecutorKind::Shell => Executor::Shell(ShellExecutor {
@@ -137,9 +169,12 @@ async fn main() -> anyhow::Result<()> {
     let mut config = WorkerConfig::new(args.controller, args.fqdn, executor);
     config.state_dir = Some(args.state_dir);
     config.tls = tls;
+    config.backoff.initial = args.reconnect_initial;
+    config.backoff.max = args.reconnect_max.max(args.reconnect_initial);
     let outcome = baton_worker::run(config, baton_telemetry::shutdown_signal()).await;
     tracing::info!("baton-worker stopped");
     telemetry.shutdown(std::time::Duration::from_secs(3)).await;
+    drop(state_lock);
     outcome.context("baton-worker")?;
     Ok(())
 }

@@ -6,8 +6,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use baton_proto::v1::{
-    Assignment, AssignmentFinished, Heartbeat, Hello, Interrupted, StepFinished, StepOutput,
-    StepStarted, WorkerMessage, worker_message::Body,
+    Assignment, AssignmentAccepted, AssignmentFinished, Heartbeat, Hello, Interrupted,
+    StepFinished, StepOutput, StepStarted, WorkerMessage, worker_message::Body,
 };
 use tokio::sync::mpsc;
 // Tokio's clock, so tests with paused time measure their virtual durations.
@@ -52,6 +52,22 @@ impl Reporter {
             Some(journal) => journal.begin(assignment),
             None => Ok(()),
         }
+    }
+
+    /// Moves the journal's entry for `assignment_id` to its archive (a controller said it can
+    /// never count). False if the journal held something else, or there is no journal.
+    pub fn archive(&self, assignment_id: &str, reason: &str) -> Result<bool, JournalError> {
+        match &self.journal {
+            Some(journal) => journal.archive(assignment_id, reason),
+            None => Ok(false),
+        }
+    }
+
+    /// The assignment is journaled and its first step is about to run.
+    pub fn accepted(&self, assignment_id: &str) {
+        self.send(Body::AssignmentAccepted(AssignmentAccepted {
+            assignment_id: assignment_id.to_owned(),
+        }));
     }
 
     fn send(&self, body: Body) {
@@ -148,15 +164,17 @@ pub fn message(body: Body) -> WorkerMessage {
 /// interrupted it.
 pub fn hello(
     fqdn: &str,
-    last_assignment: Option<&str>,
+    last_assignment: Option<(&str, &str)>,
     interrupted: Option<Interrupted>,
 ) -> WorkerMessage {
+    let (assignment_id, store_id) = last_assignment.unwrap_or_default();
     message(Body::Hello(Hello {
         fqdn: fqdn.to_owned(),
         version: crate::VERSION.to_owned(),
         platform: std::env::consts::OS.to_owned(),
-        assignment_id: last_assignment.unwrap_or_default().to_owned(),
+        assignment_id: assignment_id.to_owned(),
         interrupted,
+        assignment_store_id: store_id.to_owned(),
     }))
 }
 

@@ -28,13 +28,14 @@ pub struct Runner {
     executor: Arc<Executor>,
     report: Reporter,
     current: Option<Running>,
-    /// The last assignment of an earlier run of this worker, from its journal, and where a
-    /// restart interrupted it, until a new assignment is taken.
-    recovered: Option<(String, Option<Interrupted>)>,
+    /// The last assignment of an earlier run of this worker, from its journal (id, issuing
+    /// store), and where a restart interrupted it, until a new assignment is taken.
+    recovered: Option<(String, String, Option<Interrupted>)>,
 }
 
 struct Running {
     id: String,
+    store_id: String,
     /// `None` once a cancel has awaited it.
     task: Option<JoinHandle<bool>>,
 }
@@ -49,17 +50,39 @@ impl Runner {
         }
     }
 
-    /// Names `assignment_id` (from the journal of an earlier run) as the last assignment, and
-    /// where it was interrupted, until a new one arrives.
-    pub fn recovered(mut self, assignment_id: String, interrupted: Option<Interrupted>) -> Self {
-        self.recovered = Some((assignment_id, interrupted));
+    /// Names `assignment_id` (from the journal of an earlier run, issued by `store_id`) as
+    /// the last assignment, and where it was interrupted, until a new one arrives.
+    pub fn recovered(
+        mut self,
+        assignment_id: String,
+        store_id: String,
+        interrupted: Option<Interrupted>,
+    ) -> Self {
+        self.recovered = Some((assignment_id, store_id, interrupted));
         self
     }
 
     /// Where the journal of an earlier run says the last assignment stopped, until a new
     /// assignment starts.
     pub fn interrupted(&self) -> Option<Interrupted> {
-        self.recovered.as_ref().and_then(|(_, at)| *at)
+        self.recovered.as_ref().and_then(|(_, _, at)| *at)
+    }
+
+    /// Forgets `assignment_id` as the last assignment (a controller discarded it): `Hello`
+    /// names it no more. A running assignment is not stopped.
+    pub fn forget(&mut self, assignment_id: &str) {
+        if self
+            .recovered
+            .as_ref()
+            .is_some_and(|(id, _, _)| id == assignment_id)
+        {
+            self.recovered = None;
+        }
+        if self.current.as_ref().is_some_and(|running| {
+            running.id == assignment_id && running.task.as_ref().is_none_or(JoinHandle::is_finished)
+        }) {
+            self.current = None;
+        }
     }
 
     /// The id of the assignment now running, if any.
@@ -82,12 +105,15 @@ impl Runner {
     }
 
     /// The last assignment this worker took on, running or finished (before a restart too,
-    /// when it keeps a journal).
-    pub fn last(&self) -> Option<&str> {
+    /// when it keeps a journal), and the store that issued it.
+    pub fn last(&self) -> Option<(&str, &str)> {
         self.current
             .as_ref()
-            .map(|running| running.id.as_str())
-            .or(self.recovered.as_ref().map(|(id, _)| id.as_str()))
+            .map(|running| (running.id.as_str(), running.store_id.as_str()))
+            .or(self
+                .recovered
+                .as_ref()
+                .map(|(id, store, _)| (id.as_str(), store.as_str())))
     }
 
     /// Starts `assignment` in the background, unless one already runs.
@@ -120,12 +146,15 @@ impl Runner {
             return Started::RefusedJournal;
         }
         self.recovered = None;
+        self.report.accepted(&assignment.assignment_id);
         let executor = Arc::clone(&self.executor);
         let report = self.report.clone();
         let id = assignment.assignment_id.clone();
+        let store_id = assignment.store_id.clone();
         let task = tokio::spawn(async move { executor.run(&assignment, &report).await });
         self.current = Some(Running {
             id,
+            store_id,
             task: Some(task),
         });
         Started::Running
@@ -196,6 +225,7 @@ mod tests {
             expected_duration_ms: 60_000,
             epoch: 0,
             start_step: 0,
+            store_id: String::new(),
         }
     }
 
@@ -205,6 +235,8 @@ mod tests {
         let mut runner = Runner::new(Executor::Simulate(SimulateExecutor::default()), report);
 
         assert_eq!(runner.start(assignment("a1")), Started::Running);
+        let accepted = rx.recv().await.unwrap().body.unwrap();
+        assert!(matches!(accepted, Body::AssignmentAccepted(a) if a.assignment_id == "a1"));
         // a1 has begun its (simulated, minute-long) step.
         let first = rx.recv().await.unwrap().body.unwrap();
         assert!(matches!(first, Body::StepStarted(s) if s.assignment_id == "a1"));
@@ -240,6 +272,10 @@ mod tests {
         }
         assert_eq!(runner.running(), None);
         assert_eq!(runner.start(assignment("a3")), Started::Running);
+        assert!(matches!(
+            rx.recv().await.unwrap().body.unwrap(),
+            Body::AssignmentAccepted(a) if a.assignment_id == "a3"
+        ));
         runner.shutdown().await;
         assert_eq!(runner.running(), None);
     }

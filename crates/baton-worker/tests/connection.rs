@@ -51,6 +51,17 @@ impl Conn {
         }
     }
 
+    /// The next message, which must be a heartbeat: nothing else was said before it.
+    async fn only_heartbeat(&mut self) {
+        let message = bounded("a heartbeat", self.inbound.recv())
+            .await
+            .expect("stream from the worker ended");
+        assert!(
+            matches!(message.body, Some(Body::Heartbeat(_))),
+            "expected only a heartbeat, got {message:?}"
+        );
+    }
+
     async fn next_heartbeat(&mut self) {
         loop {
             let message = bounded("a heartbeat", self.inbound.recv())
@@ -76,6 +87,14 @@ impl Conn {
                 assert_eq!(hello.assignment_id, last_assignment);
             }
             other => panic!("first message is not Hello: {other:?}"),
+        }
+    }
+
+    /// The worker took `id` on.
+    async fn expect_accepted(&mut self, id: &str) {
+        match self.next().await {
+            Body::AssignmentAccepted(a) => assert_eq!(a.assignment_id, id),
+            other => panic!("expected {id} accepted: {other:?}"),
         }
     }
 
@@ -107,6 +126,7 @@ impl Conn {
             },
             heartbeat_interval_ms,
             epoch: 0,
+            store_id: STORE.into(),
         }));
     }
 
@@ -190,6 +210,7 @@ impl Harness {
         config.backoff = BackoffPolicy {
             initial: Duration::from_millis(10),
             max: Duration::from_millis(50),
+            healthy_after: Duration::from_millis(50),
         };
         config.state_dir = state_dir.map(std::path::Path::to_path_buf);
         let (stop_worker, stopped) = oneshot::channel::<()>();
@@ -234,6 +255,9 @@ fn sh_step(id: &str, command: &str) -> Step {
     }
 }
 
+/// The played controller's store.
+const STORE: &str = "00000000000000aa";
+
 fn assignment(id: &str, steps: Vec<Step>) -> Assignment {
     Assignment {
         assignment_id: id.into(),
@@ -243,6 +267,7 @@ fn assignment(id: &str, steps: Vec<Step>) -> Assignment {
         expected_duration_ms: 1000,
         epoch: 0,
         start_step: 0,
+        store_id: STORE.into(),
     }
 }
 
@@ -259,6 +284,7 @@ async fn runs_an_assignment_and_reconnects_when_the_stream_ends() {
             sh_step("install", "echo two"),
         ],
     ));
+    conn.expect_accepted("a1").await;
 
     // Step 0: started, its two lines (stdout and stderr may interleave), finished.
     match conn.next().await {
@@ -317,6 +343,26 @@ async fn runs_an_assignment_and_reconnects_when_the_stream_ends() {
     drop(conn);
     let mut again = h.next_conn().await;
     again.expect_hello_after("web01.contoso.com", "a1").await;
+    // Once welcomed by a controller of the same store, it says again what the broken stream
+    // may have lost: the acknowledgement, each step's start and result, the result.
+    again.welcome(true, 1000);
+    again.expect_accepted("a1").await;
+    let mut replayed = Vec::new();
+    loop {
+        match again.next().await {
+            Body::StepStarted(s) => replayed.push(format!("started {}", s.step_index)),
+            Body::StepFinished(f) => replayed.push(format!("finished {}", f.step_index)),
+            Body::AssignmentFinished(f) => {
+                assert!(f.succeeded && f.assignment_id == "a1", "{f:?}");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        replayed,
+        ["started 0", "finished 0", "started 1", "finished 1"]
+    );
     h.stop().await;
 }
 
@@ -360,6 +406,7 @@ async fn a_busy_worker_refuses_and_its_assignment_outlives_the_stream() {
         go.display()
     );
     conn.assign(assignment("a1", vec![sh_step("wait", &wait)]));
+    conn.expect_accepted("a1").await;
     assert!(matches!(conn.next().await, Body::StepStarted(s) if s.assignment_id == "a1"));
 
     conn.assign(assignment("a2", vec![sh_step("other", "true")]));
@@ -373,15 +420,17 @@ async fn a_busy_worker_refuses_and_its_assignment_outlives_the_stream() {
     }
 
     // The stream ends while a1 runs; the next Hello names a1, which finishes and reports on
-    // the next stream. The last result handed to a stream (a2's refusal) is repeated first,
-    // in case the broken stream lost it.
+    // the next stream. After the Welcome, what the broken stream may have lost is said
+    // again: a1's reports so far, and the last other result (a2's refusal).
     drop(conn);
     let mut conn = h.next_conn().await;
     conn.expect_hello_after("web02", "a1").await;
+    conn.welcome(true, 1000);
+    conn.expect_accepted("a1").await;
+    assert!(matches!(conn.next().await, Body::StepStarted(s) if s.assignment_id == "a1"));
     assert!(
         matches!(conn.next().await, Body::AssignmentFinished(f) if f.assignment_id == "a2" && !f.succeeded)
     );
-    conn.welcome(true, 1000);
     std::fs::write(&go, "").unwrap();
     assert!(
         matches!(conn.next().await, Body::StepOutput(o) if o.assignment_id == "a1" && o.line == "went")
@@ -408,6 +457,7 @@ async fn stopping_the_worker_kills_the_running_step() {
         pid_file.display()
     );
     conn.assign(assignment("a1", vec![sh_step("long", &command)]));
+    conn.expect_accepted("a1").await;
     assert!(matches!(conn.next().await, Body::StepStarted(_)));
     assert!(matches!(conn.next().await, Body::StepOutput(o) if o.line == "started"));
 
@@ -433,6 +483,7 @@ async fn an_assignment_from_an_older_controller_epoch_is_refused() {
         note: String::new(),
         heartbeat_interval_ms: 1000,
         epoch: 5,
+        store_id: STORE.into(),
     }));
     // Made by a controller that has since been replaced: refused without running anything.
     conn.assign(Assignment {
@@ -455,6 +506,7 @@ async fn an_assignment_from_an_older_controller_epoch_is_refused() {
         epoch: 5,
         ..assignment("new", vec![sh_step("s", "true")])
     });
+    conn.expect_accepted("new").await;
     assert!(matches!(conn.next().await, Body::StepStarted(s) if s.assignment_id == "new"));
     h.stop().await;
 }
@@ -469,6 +521,7 @@ async fn a_cancel_kills_the_running_step_and_reports_the_assignment_failed() {
         assignment_id: "nothing-here".into(),
     }));
     conn.assign(assignment("a1", vec![sh_step("long", "sleep 30")]));
+    conn.expect_accepted("a1").await;
     assert!(matches!(conn.next().await, Body::StepStarted(s) if s.assignment_id == "a1"));
     conn.send(controller_message::Body::Cancel(Cancel {
         assignment_id: "a1".into(),
@@ -503,6 +556,7 @@ async fn a_restarted_worker_tells_where_its_assignment_stopped_and_resumes_from_
             sh_step("last", "echo last"),
         ],
     ));
+    conn.expect_accepted("a1").await;
     assert!(matches!(conn.next().await, Body::StepStarted(s) if s.step_index == 0));
     assert!(matches!(conn.next().await, Body::StepFinished(f) if f.step_index == 0));
     assert!(matches!(conn.next().await, Body::StepStarted(s) if s.step_index == 1));
@@ -540,14 +594,120 @@ async fn a_restarted_worker_tells_where_its_assignment_stopped_and_resumes_from_
     assert_eq!(started, [1, 2], "steps before start_step are not run again");
     h.stop().await;
 
-    // Restarted once more: the result is on disk and is said again, after Hello.
+    // Restarted once more: the result and its steps are on disk and are said again to a
+    // controller of the store that issued them, after its Welcome.
     let mut h = Harness::start_with("web05", vec![], Some(&state)).await;
     let mut conn = h.next_conn().await;
     conn.expect_hello_interrupted("a1", None).await;
-    assert!(matches!(
-        conn.next().await,
-        Body::AssignmentFinished(f) if f.assignment_id == "a1" && f.succeeded
+    conn.welcome(true, 1000);
+    conn.expect_accepted("a1").await;
+    let mut finished = Vec::new();
+    loop {
+        match conn.next().await {
+            Body::StepFinished(f) => finished.push((f.step_index, f.exit_code)),
+            Body::AssignmentFinished(f) => {
+                assert!(f.assignment_id == "a1" && f.succeeded, "{f:?}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(finished, [(1, 0), (2, 0)]);
+    h.stop().await;
+}
+
+/// A Welcome from a controller on `store`.
+fn welcome_from(store: &str) -> controller_message::Body {
+    controller_message::Body::Welcome(Welcome {
+        known: true,
+        note: String::new(),
+        heartbeat_interval_ms: 1000,
+        epoch: 1,
+        store_id: store.into(),
+    })
+}
+
+/// Runs `a1` (one quick step) to its end with a worker keeping its journal in `state`.
+async fn finish_one_assignment(fqdn: &str, state: &std::path::Path) {
+    let mut h = Harness::start_with(fqdn, vec![], Some(state)).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello(fqdn).await;
+    conn.welcome(true, 1000);
+    conn.assign(assignment("a1", vec![sh_step("quick", "true")]));
+    conn.expect_accepted("a1").await;
+    while !matches!(conn.next().await, Body::AssignmentFinished(_)) {}
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_result_from_another_store_is_archived_not_sent() {
+    let dir = TempDir::new();
+    let state = dir.path().join("state");
+    finish_one_assignment("web06", &state).await;
+
+    // The team moved the controller to another database: its store differs.
+    let mut h = Harness::start_with("web06", vec![], Some(&state)).await;
+    let mut conn = h.next_conn().await;
+    match conn.next().await {
+        Body::Hello(hello) => {
+            assert_eq!(hello.assignment_id, "a1");
+            assert_eq!(
+                hello.assignment_store_id, STORE,
+                "the journal names its store"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    conn.send(welcome_from("00000000000000bb"));
+    // Nothing about a1 is sent: the next message is a heartbeat.
+    conn.only_heartbeat().await;
+    let archive = std::fs::read_to_string(state.join("journal.archive.jsonl")).unwrap();
+    assert!(archive.contains("00000000000000bb"), "{archive}");
+    assert!(
+        !state.join("journal.jsonl").exists(),
+        "the journal is clean"
+    );
+    // The next stream's Hello names nothing.
+    drop(conn);
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web06").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_discarded_assignment_is_archived_and_never_said_again() {
+    let dir = TempDir::new();
+    let state = dir.path().join("state");
+    finish_one_assignment("web07", &state).await;
+
+    let mut h = Harness::start_with("web07", vec![], Some(&state)).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello_after("web07", "a1").await;
+    conn.welcome(true, 1000);
+    conn.expect_accepted("a1").await;
+    // The controller (same store) answers that it can never count.
+    conn.send(controller_message::Body::Discard(
+        baton_proto::v1::Discard {
+            assignment_id: "a1".into(),
+            reason: "assignment a1: already settled".into(),
+        },
     ));
+    // What was queued before the Discard arrived may still come; then only heartbeats.
+    loop {
+        let message = bounded("a message", conn.inbound.recv()).await.unwrap();
+        match message.body.unwrap() {
+            Body::Heartbeat(_) => break,
+            Body::StepStarted(_) | Body::StepFinished(_) | Body::AssignmentFinished(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let archive = std::fs::read_to_string(state.join("journal.archive.jsonl")).unwrap();
+    assert!(archive.contains("already settled"), "{archive}");
+    drop(conn);
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web07").await;
+    conn.welcome(true, 1000);
+    conn.only_heartbeat().await;
     h.stop().await;
 }
 

@@ -361,8 +361,15 @@ pub fn servers_table(workers: &[WorkerInfo]) -> String {
             "connected",
             "last heartbeat",
             "known",
+            "drops",
         ]);
     for w in workers {
+        // A worker whose stream keeps dropping (a flaky network, a proxy cutting idle
+        // streams) shows here long before it is lost for good.
+        let drops = match w.drops {
+            0 => "0".to_string(),
+            n => format!("{n} (last {})", w.last_drop),
+        };
         table.add_row([
             w.fqdn.as_str(),
             w.version.as_str(),
@@ -374,6 +381,7 @@ pub fn servers_table(workers: &[WorkerInfo]) -> String {
                 w.last_heartbeat.as_str()
             },
             yes_no(w.known),
+            drops.as_str(),
         ]);
     }
     format!("{table}\n")
@@ -387,6 +395,9 @@ struct WorkerJson<'a> {
     connected: bool,
     last_heartbeat: &'a str,
     known: bool,
+    drops: u64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    last_drop: &'a str,
 }
 
 #[derive(Serialize)]
@@ -406,6 +417,8 @@ pub fn servers_json(workers: &[WorkerInfo]) -> serde_json::Result<String> {
                 connected: w.connected,
                 last_heartbeat: &w.last_heartbeat,
                 known: w.known,
+                drops: w.drops,
+                last_drop: &w.last_drop,
             })
             .collect(),
     })

@@ -606,3 +606,22 @@ pub async fn epochs_rise_across_controllers(url: &str) {
     again.close().await;
     other.close().await;
 }
+
+/// A store's identity is made once, kept across reopenings, and differs between databases.
+pub async fn the_store_identity_is_its_own(url: &str) {
+    let first = connect(url).await;
+    let id = first.store_id().await.expect("store id");
+    assert_eq!(id.len(), 16, "{id}");
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    first.close().await;
+    let again = connect(url).await;
+    assert_eq!(again.store_id().await.expect("store id"), id, "kept");
+    again.close().await;
+    let other = connect("sqlite::memory:").await;
+    assert_ne!(
+        other.store_id().await.expect("store id"),
+        id,
+        "another database"
+    );
+    other.close().await;
+}
