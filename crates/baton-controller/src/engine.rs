@@ -26,17 +26,34 @@ mod observe;
 #[path = "recover.rs"]
 mod recover;
 
-/// How often workers send heartbeats.
+/// How often workers send heartbeats, in a small fleet (see [`heartbeat_interval`]).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-/// Heartbeats are persisted at most this often per worker (the rest only refresh memory).
-const HEARTBEAT_PERSIST_EVERY: Duration = Duration::from_secs(5);
+/// The longest heartbeat interval a large fleet is told.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Heartbeats the controller is willing to take per second, fleet-wide: past this many
+/// connected workers, each is told to beat less often.
+const HEARTBEATS_PER_SECOND: u64 = 1000;
+/// Last-seen times are written to the store in one batch at most this often: heartbeats only
+/// refresh memory.
+pub const LAST_SEEN_FLUSH_EVERY: Duration = Duration::from_secs(10);
+/// Silent workers are looked for this often.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+/// The heartbeat interval told to a worker that connects when `connected` workers already
+/// are: 1 s up to a thousand workers, then longer so that the fleet's heartbeats stay near a
+/// thousand a second (Nomad scales its heartbeat TTL the same way), at most 5 s.
+pub fn heartbeat_interval(connected: usize) -> Duration {
+    let per_worker_ms = (connected as u64).saturating_mul(1000) / HEARTBEATS_PER_SECOND;
+    Duration::from_millis(per_worker_ms).clamp(HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL)
+}
 
 pub type WorkerTx = mpsc::UnboundedSender<Result<v1::ControllerMessage, Status>>;
 
 struct WorkerLink {
     connection: u64,
     tx: WorkerTx,
-    heartbeat_persisted: Instant,
+    /// The heartbeat interval it was told in its Welcome.
+    heartbeat: Duration,
     /// The last message of any kind from it.
     seen: Instant,
 }
@@ -77,6 +94,11 @@ pub struct Engine {
     trace_feed: Option<tokio::sync::broadcast::Receiver<baton_store::EventRow>>,
     /// Set when the controller stops: workers' streams ending then are not lost workers.
     stopping: bool,
+    /// Last-seen times (Unix ms) not yet written to the store, by FQDN: written in one batch
+    /// every [`LAST_SEEN_FLUSH_EVERY`].
+    unsaved_seen: HashMap<String, i64>,
+    last_seen_flushed: Instant,
+    last_reaped: Instant,
 }
 
 /// The key of a worker in `Engine::workers`: FQDNs are case-insensitive (a Windows host often
@@ -113,6 +135,9 @@ impl Engine {
             workers: HashMap::new(),
             lost: HashMap::new(),
             drops: HashMap::new(),
+            unsaved_seen: HashMap::new(),
+            last_seen_flushed: Instant::now(),
+            last_reaped: Instant::now(),
             next_connection: 1,
             rollouts: BTreeMap::new(),
             next_assignment: 1,
@@ -462,6 +487,7 @@ impl Engine {
                                 .any(|run| run.server_by_fqdn(&row.fqdn).is_some()),
                         last_heartbeat: row
                             .last_heartbeat_ms
+                            .max(self.unsaved_seen(&row.fqdn))
                             .map(baton_store::rfc3339_ms)
                             .unwrap_or_default(),
                         fqdn: row.fqdn,
@@ -484,7 +510,13 @@ impl Engine {
     /// outage budget; at 100% the rollout stops starting servers until an operator resumes it.
     pub async fn watch(&mut self) -> Result<(), Status> {
         self.drain_trace_feed();
-        self.reap_silent_workers().await;
+        if self.last_reaped.elapsed() >= REAP_EVERY {
+            self.last_reaped = Instant::now();
+            self.reap_silent_workers().await;
+        }
+        if self.last_seen_flushed.elapsed() >= LAST_SEEN_FLUSH_EVERY {
+            self.flush_last_seen().await;
+        }
         let ids: Vec<i64> = self
             .rollouts
             .values()
@@ -772,6 +804,7 @@ impl Engine {
             .map_err(store_error)?;
         let connection = self.next_connection;
         self.next_connection += 1;
+        let heartbeat = heartbeat_interval(self.workers.len());
         let note = match active {
             Some((id, _)) => format!("{} is in rollout {id}", hello.fqdn),
             None => format!(
@@ -784,7 +817,7 @@ impl Engine {
             v1::controller_message::Body::Welcome(v1::Welcome {
                 known: active.is_some(),
                 note,
-                heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
+                heartbeat_interval_ms: u32::try_from(heartbeat.as_millis()).unwrap_or(u32::MAX),
                 epoch: self.epoch,
                 store_id: self.store_id.clone(),
             }),
@@ -835,7 +868,7 @@ impl Engine {
             WorkerLink {
                 connection,
                 tx,
-                heartbeat_persisted: Instant::now(),
+                heartbeat,
                 seen: Instant::now(),
             },
         );
@@ -1178,13 +1211,34 @@ impl Engine {
         Ok(())
     }
 
-    /// Workers silent for longer than the heartbeat timeout are taken as lost; their streams
-    /// are ended (they reconnect if they can).
+    /// Writes the last-seen times gathered since the last flush, in one batch.
+    pub async fn flush_last_seen(&mut self) {
+        self.last_seen_flushed = Instant::now();
+        if self.unsaved_seen.is_empty() {
+            return;
+        }
+        let seen: Vec<(String, i64)> = self.unsaved_seen.drain().collect();
+        if let Err(err) = self.log.store().workers_seen(&seen).await {
+            // Liveness lives in memory; the store's copy is for `baton servers` after a
+            // restart. The next flush tries again with newer times.
+            tracing::warn!(%err, workers = seen.len(), "could not record last-seen times");
+        }
+    }
+
+    /// The time a worker was last seen, as far as memory knows better than the store.
+    fn unsaved_seen(&self, fqdn: &str) -> Option<i64> {
+        self.unsaved_seen.get(fqdn).copied()
+    }
+
+    /// Workers silent for longer than the heartbeat timeout (or three of their heartbeat
+    /// intervals, if longer) are taken as lost; their streams are ended (they reconnect if
+    /// they can).
     async fn reap_silent_workers(&mut self) {
+        let timeout = self.worker_timeout;
         let silent: Vec<String> = self
             .workers
             .iter()
-            .filter(|(_, link)| link.seen.elapsed() > self.worker_timeout)
+            .filter(|(_, link)| link.seen.elapsed() > timeout.max(link.heartbeat * 3))
             .map(|(key, _)| key.clone())
             .collect();
         for key in silent {
@@ -1318,16 +1372,10 @@ impl Engine {
             Body::Hello(_) => Err(Status::failed_precondition(
                 "hello was already received on this stream",
             )),
+            // Memory only: the store hears of it in the next batch of last-seen times.
             Body::Heartbeat(_) => {
-                let link = self.workers.get_mut(&worker_key(fqdn)).expect("checked");
-                if link.heartbeat_persisted.elapsed() >= HEARTBEAT_PERSIST_EVERY {
-                    link.heartbeat_persisted = Instant::now();
-                    self.log
-                        .store()
-                        .worker_heartbeat(fqdn)
-                        .await
-                        .map_err(store_error)?;
-                }
+                self.unsaved_seen
+                    .insert(fqdn.to_string(), baton_store::now_ms());
                 Ok(())
             }
             Body::AssignmentAccepted(m) => {
@@ -1488,4 +1536,22 @@ fn send(tx: &WorkerTx, body: v1::controller_message::Body) -> bool {
 fn params_json(params: &HashMap<String, String>) -> String {
     let sorted: BTreeMap<&String, &String> = params.iter().collect();
     serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_fleets_beat_less_often_so_the_fleet_rate_stays_bounded() {
+        assert_eq!(heartbeat_interval(0), Duration::from_secs(1));
+        assert_eq!(heartbeat_interval(1000), Duration::from_secs(1));
+        assert_eq!(heartbeat_interval(2500), Duration::from_millis(2500));
+        assert_eq!(heartbeat_interval(10_000), MAX_HEARTBEAT_INTERVAL);
+        assert_eq!(heartbeat_interval(usize::MAX), MAX_HEARTBEAT_INTERVAL);
+        for connected in [1usize, 999, 1500, 4000, 5000] {
+            let per_second = connected as f64 / heartbeat_interval(connected).as_secs_f64();
+            assert!(per_second <= 1000.0, "{connected}: {per_second}/s");
+        }
+    }
 }

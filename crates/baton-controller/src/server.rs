@@ -97,8 +97,13 @@ impl ControllerHandle {
                 task.abort();
             }
         }
-        // The final state goes out over OTLP, while the runtime can still drive the export.
-        self.engine.lock().await.publish_metrics();
+        // The final state goes out over OTLP, while the runtime can still drive the export;
+        // the last heartbeats reach the store.
+        {
+            let mut engine = self.engine.lock().await;
+            engine.flush_last_seen().await;
+            engine.publish_metrics();
+        }
         let provider = self.telemetry.provider.clone();
         let (done, flushed) = oneshot::channel();
         std::thread::spawn(move || {
@@ -216,7 +221,11 @@ pub async fn start_with(
         None => (None, None),
     };
     let watchdog = tokio::spawn(watch_budgets(Arc::clone(&engine)));
-    let mut builder = Server::builder();
+    // HTTP/2 pings find dead connections (a worker host gone, a NAT that forgot the flow)
+    // without waiting for heartbeats, which a large fleet sends only every few seconds.
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)));
     let mut client_certificates = false;
     let mut operators = Vec::new();
     let mut viewers = Vec::new();

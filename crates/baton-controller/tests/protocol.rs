@@ -1953,3 +1953,44 @@ async fn status_says_when_the_rollout_is_expected_to_end() {
     follower.until("rollout_finished", None).await;
     assert_eq!(controller.status(&id).await.expected_remaining_s, None);
 }
+
+/// Heartbeats refresh memory only: `baton servers` shows the newest one at once, while the
+/// store keeps the connect time until the batched flush (every 10 s, and at shutdown) writes
+/// it in one statement.
+#[tokio::test]
+async fn heartbeats_refresh_memory_and_reach_the_store_in_a_batch() {
+    let dir = std::env::temp_dir().join(format!("baton-seen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("baton.db").display());
+    let controller = Controller::start_on(&url).await;
+    let fqdn = "beat01.nowhere.example";
+    let (mut session, _) = controller.worker(fqdn).await;
+    let reader = Store::connect(&url)
+        .await
+        .expect("a second handle on the store");
+    let stored = || async {
+        reader.workers().await.unwrap()[0]
+            .last_heartbeat_ms
+            .expect("registered with a time")
+    };
+    let connected_at = stored().await;
+    // Wait (on the clock, not a fixed sleep) until a heartbeat's time differs from it.
+    while baton_store::now_ms() <= connected_at {
+        tokio::task::yield_now().await;
+    }
+    session.send(Body::Heartbeat(v1::Heartbeat {})).await;
+    // A second Hello is refused only once the heartbeat before it was handled.
+    session.send(hello(fqdn)).await;
+    session.refused().await;
+    assert_eq!(stored().await, connected_at, "no write per heartbeat");
+    let shown = controller.workers().await[0].last_heartbeat.clone();
+    assert!(
+        shown > baton_store::rfc3339_ms(connected_at),
+        "`baton servers` shows the heartbeat from memory: {shown}"
+    );
+    controller.handle.shutdown().await.expect("shutdown");
+    assert!(stored().await > connected_at, "flushed at shutdown");
+    reader.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

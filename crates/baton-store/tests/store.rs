@@ -77,6 +77,7 @@ suite! {
         events_after_seq_with_limit,
         concurrent_appends,
         workers_register_heartbeat_disconnect,
+        last_seen_times_are_written_in_batches,
     ],
     url: [
         reopen_keeps_everything,

@@ -625,3 +625,42 @@ pub async fn the_store_identity_is_its_own(url: &str) {
     );
     other.close().await;
 }
+
+/// Last-seen times of many workers go in one call (several statements past 500 workers):
+/// each row gets its own time, an older time never replaces a newer one, and unknown FQDNs are
+/// ignored.
+pub async fn last_seen_times_are_written_in_batches(store: Store) {
+    let fqdns: Vec<String> = (0..1200).map(|i| format!("w{i}.example.test")).collect();
+    for fqdn in &fqdns {
+        store
+            .worker_connected(fqdn, "0.1.0", "linux", true)
+            .await
+            .unwrap();
+    }
+    let future = now_ms() + 60_000;
+    let mut seen: Vec<(String, i64)> = fqdns
+        .iter()
+        .enumerate()
+        .map(|(i, fqdn)| (fqdn.clone(), future + i as i64))
+        .collect();
+    seen.push(("stranger.example.test".to_string(), future));
+    store.workers_seen(&seen).await.unwrap();
+    // An older time for w0 is ignored.
+    store
+        .workers_seen(&[("w0.example.test".to_string(), 5)])
+        .await
+        .unwrap();
+    let workers = store.workers().await.unwrap();
+    assert_eq!(workers.len(), 1200, "the stranger is not registered");
+    for worker in &workers {
+        let i: i64 = worker.fqdn[1..worker.fqdn.find('.').unwrap()]
+            .parse()
+            .unwrap();
+        assert_eq!(
+            worker.last_heartbeat_ms,
+            Some(future + i),
+            "{}",
+            worker.fqdn
+        );
+    }
+}
