@@ -920,10 +920,19 @@ impl Engine {
             .get(index)
             .map_or("end", |step| step.id.as_str())
             .to_string();
+        let reported = self.rollouts[&id]
+            .ledger
+            .next_step(assignment_id)
+            .unwrap_or(0);
         let verdict = match steps.get(index) {
             None if index > steps.len() => Err(format!(
                 "its worker restarted and reported assignment {assignment_id} stopped at step index {index}, but it has {} steps: its state is unknown and {pool} stays held",
                 steps.len()
+            )),
+            // Its journal says more steps succeeded than it reported: their results never
+            // reached this controller, so they are not taken on the journal's word.
+            _ if at.step_index > reported => Err(format!(
+                "its worker restarted and its journal says the steps of assignment {assignment_id} before index {index} succeeded, but only those before index {reported} were reported: {pool} stays held"
             )),
             // Every step had succeeded; only the result was not recorded.
             None => Ok(format!(
@@ -957,6 +966,7 @@ impl Engine {
         let run = self.rollouts.get_mut(&id).expect("known rollout");
         run.resume_from.insert(server, at.step_index);
         run.ledger.resume(assignment_id, at.step_index);
+        debug_assert_eq!(run.ledger.next_step(assignment_id), Some(at.step_index));
         self.deliver(id, server, assignment_id);
         Ok(())
     }

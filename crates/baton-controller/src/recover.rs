@@ -239,6 +239,7 @@ impl Engine {
                         .ok_or_else(|| Unexplained(format!("event {}: no step index", e.seq)))?;
                     run.resume_from.insert(server, index);
                     if let Some(assignment) = run.ledger.open_on(server).map(str::to_string) {
+                        // Checked against the reported steps when it was decided.
                         run.ledger.resume(&assignment, index);
                     }
                 }

@@ -1533,14 +1533,32 @@ async fn assigned_then_gone(
     controller: &Controller,
     name: &str,
 ) -> (String, String, Follower, v1::Assignment) {
+    assigned_then_gone_after(controller, name, 0).await
+}
+
+/// [`assigned_then_gone`], its worker having reported its first `reported` steps succeeded.
+async fn assigned_then_gone_after(
+    controller: &Controller,
+    name: &str,
+    reported: u32,
+) -> (String, String, Follower, v1::Assignment) {
     let (toml, fqdns) = fleet(name, 1);
     let (mut session, _) = controller.worker(&fqdns[0]).await;
     let id = controller
         .apply(&format!("{name}.toml"), &toml)
         .await
         .expect("apply");
-    let follower = controller.follow(&id).await;
+    let mut follower = controller.follow(&id).await;
     let assignment = session.assignment().await;
+    for index in 0..reported {
+        session
+            .send(step_started(&assignment.assignment_id, index))
+            .await;
+        session
+            .send(step_finished(&assignment.assignment_id, index))
+            .await;
+        follower.until("step_finished", Some(&fqdns[0])).await;
+    }
     session.close().await;
     let fqdn = fqdns[0].clone();
     (id, fqdn, follower, assignment)
@@ -1554,7 +1572,7 @@ async fn an_interrupted_assignment_is_resumed_or_held_as_its_journal_and_runbook
     let controller = Controller::start_on(&url).await;
 
     // Restarted during `done`, which the runbook marks idempotent: it runs again, from there.
-    let (id, fqdn, mut follower, first) = assigned_then_gone(&controller, "resume").await;
+    let (id, fqdn, mut follower, first) = assigned_then_gone_after(&controller, "resume", 1).await;
     let fqdns = [fqdn];
     assert_eq!(first.start_step, 0);
     assert_eq!(
@@ -1637,6 +1655,15 @@ async fn an_interrupted_assignment_is_resumed_or_held_as_its_journal_and_runbook
             "but it has 2 steps",
             "mark_succeeded",
             "succeeded",
+        ),
+        // Its journal says `hello` succeeded, but that result never reached the controller:
+        // not taken on the journal's word.
+        (
+            "unreported",
+            1,
+            "but only those before index 0 were reported",
+            "mark_failed",
+            "failed",
         ),
     ] {
         let (id, fqdn, mut follower, first) = assigned_then_gone(&controller, name).await;

@@ -199,13 +199,18 @@ impl Ledger {
         }
     }
 
-    /// The worker restarted inside it and it goes on from `step` (the steps before it
-    /// succeeded, by its journal).
-    pub fn resume(&mut self, id: &str, step: u32) {
-        if let Some(open) = self.open.get_mut(id) {
-            open.next_step = step.min(open.steps);
-            open.started = None;
-            open.finished = None;
+    /// The worker restarted inside it and it goes on from `step`. Refused (false, nothing
+    /// changed) past the next step the controller has seen every earlier one succeed for: a
+    /// journal's word that more steps succeeded does not count as their reports.
+    pub fn resume(&mut self, id: &str, step: u32) -> bool {
+        match self.open.get_mut(id) {
+            Some(open) if step <= open.next_step => {
+                open.next_step = step;
+                open.started = None;
+                open.finished = None;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -536,7 +541,9 @@ mod tests {
         ledger.delivered(A);
         assert!(!ledger.named_by_worker(A, 1), "another server");
         assert!(ledger.named_by_worker(A, 0));
-        ledger.resume(A, 2);
+        assert!(!ledger.resume(A, 2), "no step was reported succeeded");
+        run_steps(&mut ledger, 0..2);
+        assert!(ledger.resume(A, 2));
         run_steps(&mut ledger, 2..3);
         assert_eq!(
             ledger.judge(0, A, Report::Finished { succeeded: true }),
