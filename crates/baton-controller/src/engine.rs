@@ -234,7 +234,7 @@ impl Engine {
             .map_err(store_error)?;
         let started = self
             .log
-            .append(
+            .append_now(
                 row.id,
                 None,
                 None,
@@ -708,7 +708,7 @@ impl Engine {
             u32::try_from(steps).unwrap_or(u32::MAX),
             0,
         );
-        if self.deliver(id, server, &assignment_id) {
+        if self.deliver(id, server, &assignment_id).await {
             self.observe_dispatch();
         } else {
             tracing::warn!(%fqdn, "no worker connected: the assignment waits for it");
@@ -874,7 +874,7 @@ impl Engine {
         );
         self.lost.remove(&worker_key(&hello.fqdn));
         for (id, server, assignment_id) in undelivered {
-            self.deliver(id, server, &assignment_id);
+            self.deliver(id, server, &assignment_id).await;
         }
         for (id, server, assignment_id) in unknown_to_worker {
             tracing::warn!(fqdn = %hello.fqdn, %assignment_id, "worker reconnected without its assignment");
@@ -967,7 +967,7 @@ impl Engine {
         run.resume_from.insert(server, at.step_index);
         run.ledger.resume(assignment_id, at.step_index);
         debug_assert_eq!(run.ledger.next_step(assignment_id), Some(at.step_index));
-        self.deliver(id, server, assignment_id);
+        self.deliver(id, server, assignment_id).await;
         Ok(())
     }
 
@@ -1096,14 +1096,20 @@ impl Engine {
             u32::try_from(steps).unwrap_or(u32::MAX),
             0,
         );
-        self.deliver(id, server, &assignment_id);
+        self.deliver(id, server, &assignment_id).await;
         Ok(())
     }
 
     /// Sends a server's assignment to its worker, or keeps it for when the worker connects.
     /// True if it was sent.
-    fn deliver(&mut self, id: i64, server: ServerId, assignment_id: &str) -> bool {
+    async fn deliver(&mut self, id: i64, server: ServerId, assignment_id: &str) -> bool {
+        // Write-ahead: what led to this assignment is committed before it leaves.
+        let committed = self.commit_before_acting().await;
         let run = self.rollouts.get_mut(&id).expect("known rollout");
+        if !committed {
+            run.undelivered.insert(server);
+            return false;
+        }
         let message = run.assignment(assignment_id, server, self.epoch, &self.store_id);
         let sent = self
             .workers
@@ -1115,6 +1121,18 @@ impl Engine {
             run.undelivered.insert(server);
         }
         sent
+    }
+
+    /// Commits the events of the open batch, if any, before something leaves the controller.
+    /// False if they could not be written (they stay pending; nothing may be acted on).
+    async fn commit_before_acting(&self) -> bool {
+        match self.log.commit().await {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::error!(%err, "could not commit the batch's events; holding back what depends on them");
+                false
+            }
+        }
     }
 
     /// The controller is stopping: every worker's stream is ended (they reconnect to the next
@@ -1301,7 +1319,7 @@ impl Engine {
                 Ok(None)
             }
             Verdict::Discard(refusal) => {
-                self.discard(fqdn, assignment_id, &refusal);
+                self.discard(fqdn, assignment_id, &refusal).await;
                 Ok(None)
             }
             Verdict::Incomplete { next_step, steps } => {
@@ -1320,7 +1338,7 @@ impl Engine {
 
     /// Tells a worker that nothing it says about `assignment_id` will ever count: it archives
     /// the assignment's journal entry and stops sending it. The stream stays open.
-    fn discard(&self, fqdn: &str, assignment_id: &str, refusal: &Refusal) {
+    async fn discard(&self, fqdn: &str, assignment_id: &str, refusal: &Refusal) {
         let reason = format!("assignment {assignment_id}: {refusal}");
         if *refusal == Refusal::Settled {
             tracing::info!(%fqdn, "{reason}: its worker is told to archive it");
@@ -1331,6 +1349,11 @@ impl Engine {
             .metrics
             .reports_discarded
             .add(1, &[opentelemetry::KeyValue::new("reason", refusal.code())]);
+        // A discard of a settled assignment makes the worker archive its result: the result
+        // is committed first.
+        if !self.commit_before_acting().await {
+            return;
+        }
         if let Some(link) = self.workers.get(&worker_key(fqdn)) {
             send(
                 &link.tx,

@@ -1,6 +1,7 @@
 //! Appending to a rollout's event log: persisted first, then announced to live followers.
 
 use baton_store::{EventRow, NewEvent, Store, StoreError};
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::broadcast;
 
 /// Event kinds written by the controller (the log is append-only; `seq` is contiguous).
@@ -45,17 +46,38 @@ pub mod kind {
     pub const WORKER_FLAPPED: &str = "worker_flapped";
 }
 
-/// The store plus the live feed of appended events, cheap to clone.
+/// The store plus the live feed of appended events, cheap to clone (clones share the batch).
+///
+/// Outside a batch, [`EventLog::append`] commits each event at once. Inside one (the owner
+/// loop applying a batch of worker messages), events wait in memory and [`EventLog::commit`]
+/// writes them all in one transaction: group commit. The write-ahead rule holds either way,
+/// because the engine commits before anything leaves the controller (an assignment, a
+/// discard) and at the end of every batch.
 #[derive(Clone)]
 pub struct EventLog {
     store: Store,
     feed: broadcast::Sender<EventRow>,
+    batch: Arc<Mutex<Batch>>,
+}
+
+/// Events appended and not yet committed.
+#[derive(Default)]
+struct Batch {
+    /// A batch is open: appends wait for a commit.
+    open: bool,
+    /// The events appended since the last commit (outside a batch, only those a failed commit
+    /// left: they go first with the next append).
+    pending: Vec<NewEvent>,
 }
 
 impl EventLog {
     pub fn new(store: Store) -> Self {
         let (feed, _) = broadcast::channel(4096);
-        EventLog { store, feed }
+        EventLog {
+            store,
+            feed,
+            batch: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -66,8 +88,50 @@ impl EventLog {
         self.feed.subscribe()
     }
 
-    /// Commits the event, then tells followers. Callers act only after this returns.
-    pub async fn append(
+    fn batch(&self) -> std::sync::MutexGuard<'_, Batch> {
+        self.batch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens a batch: appends wait for [`EventLog::commit`] or [`EventLog::end_batch`].
+    pub fn begin_batch(&self) {
+        self.batch().open = true;
+    }
+
+    /// Commits the batch's events and closes it. On failure they stay in memory, in order, and
+    /// go first with the next commit or append.
+    pub async fn end_batch(&self) -> Result<usize, StoreError> {
+        let committed = self.commit().await;
+        self.batch().open = false;
+        committed
+    }
+
+    /// Writes the events waiting in memory in one transaction, then tells followers. Returns
+    /// how many were written.
+    pub async fn commit(&self) -> Result<usize, StoreError> {
+        let events = std::mem::take(&mut self.batch().pending);
+        if events.is_empty() {
+            return Ok(0);
+        }
+        match self.store.append_events(&events).await {
+            Ok(rows) => {
+                for row in rows {
+                    let _ = self.feed.send(row);
+                }
+                Ok(events.len())
+            }
+            Err(err) => {
+                // Kept, ahead of anything appended since, for the next commit.
+                let mut batch = self.batch();
+                let later = std::mem::replace(&mut batch.pending, events);
+                batch.pending.extend(later);
+                Err(err)
+            }
+        }
+    }
+
+    /// Commits what waits in the batch, then this event on its own, and returns its row (its
+    /// time stamp is needed at once).
+    pub async fn append_now(
         &self,
         rollout_id: i64,
         server: Option<&str>,
@@ -75,6 +139,7 @@ impl EventLog {
         kind: &str,
         detail: impl Into<String>,
     ) -> Result<EventRow, StoreError> {
+        self.commit().await?;
         let row = self
             .store
             .append_event(&NewEvent {
@@ -85,8 +150,39 @@ impl EventLog {
                 detail: detail.into(),
             })
             .await?;
-        // No follower listening is fine: the log is in the store.
         let _ = self.feed.send(row.clone());
         Ok(row)
+    }
+
+    /// Commits the event (or, inside a batch, adds it to the batch), then tells followers.
+    /// Outside a batch, callers act only after this returns; inside one, only after a commit.
+    pub async fn append(
+        &self,
+        rollout_id: i64,
+        server: Option<&str>,
+        pool: Option<&str>,
+        kind: &str,
+        detail: impl Into<String>,
+    ) -> Result<(), StoreError> {
+        let event = NewEvent {
+            rollout_id,
+            server: server.map(str::to_string),
+            pool: pool.map(str::to_string),
+            kind: kind.to_string(),
+            detail: detail.into(),
+        };
+        {
+            let mut batch = self.batch();
+            if batch.open {
+                batch.pending.push(event);
+                return Ok(());
+            }
+        }
+        // Outside a batch: what a failed commit left goes first, then this event, at once.
+        self.commit().await?;
+        let row = self.store.append_event(&event).await?;
+        // No follower listening is fine: the log is in the store.
+        let _ = self.feed.send(row);
+        Ok(())
     }
 }

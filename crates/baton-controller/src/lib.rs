@@ -6,6 +6,7 @@ mod events;
 mod http;
 pub mod metrics;
 mod operator_service;
+mod owner;
 mod peer;
 mod run;
 mod server;

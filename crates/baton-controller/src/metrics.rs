@@ -75,6 +75,9 @@ pub struct ControllerMetrics {
     pub watchdog_events: Counter<u64>,
     pub worker_drops: Counter<u64>,
     pub reports_discarded: Counter<u64>,
+    pub batch_messages: Histogram<u64>,
+    pub batch_events: Histogram<u64>,
+    pub commit_seconds: Histogram<f64>,
     _gauges: Arc<Gauges>,
 }
 
@@ -385,6 +388,28 @@ impl ControllerMetrics {
             reports_discarded: meter
                 .u64_counter("baton_reports_discarded")
                 .with_description("Worker reports about an assignment that can never count.")
+                .build(),
+            batch_messages: meter
+                .u64_histogram("baton_owner_batch_messages")
+                .with_description("Worker messages applied per batch by the owner loop.")
+                .with_boundaries(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ])
+                .build(),
+            batch_events: meter
+                .u64_histogram("baton_owner_batch_events")
+                .with_description("Events committed per transaction by the owner loop.")
+                .with_boundaries(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ])
+                .build(),
+            commit_seconds: meter
+                .f64_histogram("baton_owner_commit_seconds")
+                .with_unit("s")
+                .with_description("How long the owner loop's commit of one batch took.")
+                .with_boundaries(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ])
                 .build(),
             _gauges: Arc::new(Gauges { f64s, u64s }),
         }

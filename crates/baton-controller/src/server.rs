@@ -66,6 +66,8 @@ pub struct ControllerHandle {
     http_shutdown: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     watchdog: JoinHandle<()>,
+    /// The owner loop: it ends once every stream's reader has (the inbox closes).
+    owner: JoinHandle<()>,
     engine: Arc<Mutex<Engine>>,
     telemetry: Arc<crate::metrics::Telemetry>,
 }
@@ -96,6 +98,12 @@ impl ControllerHandle {
                 tracing::warn!("streams still open after {STOP_LIMIT:?}: closing them");
                 task.abort();
             }
+        }
+        // What the readers handed over is applied and committed before the final state goes.
+        let mut owner = self.owner;
+        if tokio::time::timeout(STOP_LIMIT, &mut owner).await.is_err() {
+            tracing::warn!("the owner loop is still busy after {STOP_LIMIT:?}: stopping it");
+            owner.abort();
         }
         // The final state goes out over OTLP, while the runtime can still drive the export;
         // the last heartbeats reach the store.
@@ -221,6 +229,7 @@ pub async fn start_with(
         None => (None, None),
     };
     let watchdog = tokio::spawn(watch_budgets(Arc::clone(&engine)));
+    let (inbox, owner) = crate::owner::spawn(Arc::clone(&engine), Arc::clone(&telemetry));
     // HTTP/2 pings find dead connections (a worker host gone, a NAT that forgot the flow)
     // without waiting for heartbeats, which a large fleet sends only every few seconds.
     let mut builder = Server::builder()
@@ -265,6 +274,7 @@ pub async fn start_with(
         .add_service(reflection_v1alpha)
         .add_service(WorkerServiceServer::new(WorkerGrpc {
             engine: Arc::clone(&engine),
+            inbox,
             client_certificates,
         }))
         .add_service(operator_service);
@@ -282,6 +292,7 @@ pub async fn start_with(
         shutdown,
         task,
         watchdog,
+        owner,
         engine,
         telemetry,
     })

@@ -1,6 +1,8 @@
 //! `WorkerService/Session`: one bidirectional stream per worker. The first message must be
-//! `Hello`; after that each message is applied to the engine in order, and the first one that
-//! does not fit ends the stream with a gRPC error (nothing already recorded is undone).
+//! `Hello`; after that the stream's reader hands each message to the owner loop (`owner.rs`),
+//! which applies them in order, in batches; the first one that does not fit ends the stream
+//! with a gRPC error (nothing already recorded is undone). The reader waits when the owner is
+//! behind, and HTTP/2 flow control passes that on to the worker.
 
 use crate::engine::Engine;
 use baton_proto::v1;
@@ -17,6 +19,8 @@ const HELLO_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct WorkerGrpc {
     pub engine: Arc<Mutex<Engine>>,
+    /// The owner loop's inbox.
+    pub inbox: crate::owner::Inbox,
     /// Client certificates are required: a worker speaks only for the server its names.
     pub client_certificates: bool,
 }
@@ -56,12 +60,13 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
         let (tx, rx) = mpsc::unbounded_channel();
         let connection = self.engine.lock().await.hello(&hello, tx.clone()).await?;
         let engine = Arc::clone(&self.engine);
-        let fqdn = hello.fqdn;
+        let inbox = self.inbox.clone();
+        let fqdn: Arc<str> = hello.fqdn.into();
         tokio::spawn(async move {
-            let mut refused = None;
             loop {
                 // The response side may end first (the controller stopping ends every worker's
-                // stream): then this side is dropped too, or the stream would stay half open.
+                // stream, a refusal ends it): then this side is dropped too, or the stream
+                // would stay half open.
                 let received = tokio::select! {
                     received = inbound.message() => received,
                     () = tx.closed() => break,
@@ -74,28 +79,27 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
                         break;
                     }
                 };
-                let result = match message.body {
-                    Some(body) => {
-                        engine
-                            .lock()
-                            .await
-                            .worker_message(&fqdn, connection, body)
-                            .await
-                    }
-                    None => Err(Status::invalid_argument("empty message")),
-                };
-                if let Err(status) = result {
+                let Some(body) = message.body else {
+                    let status = Status::invalid_argument("empty message");
                     tracing::warn!(%fqdn, %status, "refused a worker message; ending its stream");
-                    refused = Some(status);
+                    engine.lock().await.gone(&fqdn, connection).await;
+                    let _ = tx.send(Err(status));
+                    break;
+                };
+                let handed = inbox
+                    .send(crate::owner::Inbound {
+                        fqdn: Arc::clone(&fqdn),
+                        connection,
+                        body,
+                        tx: tx.clone(),
+                    })
+                    .await;
+                if handed.is_err() {
+                    // The owner has stopped: the controller is shutting down.
                     break;
                 }
             }
-            // Forgotten before the worker hears of the refusal, so that it can reconnect at
-            // once without being refused as a second stream for its FQDN.
             engine.lock().await.gone(&fqdn, connection).await;
-            if let Some(status) = refused {
-                let _ = tx.send(Err(status));
-            }
         });
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
     }

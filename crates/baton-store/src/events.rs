@@ -94,6 +94,100 @@ impl Store {
         }
     }
 
+    /// Appends several events in ONE transaction (group commit: one fsync for the lot), each
+    /// numbered one past the previous event of its rollout, in the order given. All or none
+    /// are written. Fails with [`StoreError::RolloutNotFound`] if a rollout does not exist.
+    pub async fn append_events(&self, events: &[NewEvent]) -> Result<Vec<EventRow>, StoreError> {
+        const BUMP: &str =
+            "UPDATE rollouts SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq";
+        const INSERT: &str = concat!(
+            "INSERT INTO events (",
+            columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        );
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // How many events each rollout gets, in the order rollouts first appear.
+        let mut counts: Vec<(i64, i64)> = Vec::new();
+        for event in events {
+            match counts.iter_mut().find(|(id, _)| *id == event.rollout_id) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((event.rollout_id, 1)),
+            }
+        }
+        let mut attempt = 1;
+        loop {
+            let at_ms = now_ms();
+            let appended = with_pool!(self, |p| {
+                async {
+                    let mut tx = p.begin().await?;
+                    // The first seq of each rollout's share of the batch.
+                    let mut next: Vec<(i64, i64)> = Vec::with_capacity(counts.len());
+                    for &(id, n) in &counts {
+                        let last: Option<i64> = sqlx::query_scalar(BUMP)
+                            .bind(id)
+                            .bind(n)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        match last {
+                            Some(last) => next.push((id, last - n + 1)),
+                            None => return Ok(Err(id)),
+                        }
+                    }
+                    let mut rows = Vec::with_capacity(events.len());
+                    for event in events {
+                        let slot = next
+                            .iter_mut()
+                            .find(|(id, _)| *id == event.rollout_id)
+                            .expect("counted above");
+                        let seq = slot.1;
+                        slot.1 += 1;
+                        sqlx::query(INSERT)
+                            .bind(event.rollout_id)
+                            .bind(seq)
+                            .bind(at_ms)
+                            .bind(&event.server)
+                            .bind(&event.pool)
+                            .bind(&event.kind)
+                            .bind(&event.detail)
+                            .execute(&mut *tx)
+                            .await?;
+                        rows.push(EventRow {
+                            rollout_id: event.rollout_id,
+                            seq,
+                            at_ms,
+                            server: event.server.clone(),
+                            pool: event.pool.clone(),
+                            kind: event.kind.clone(),
+                            detail: event.detail.clone(),
+                        });
+                    }
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(Ok(rows))
+                }
+                .await
+            });
+            match appended {
+                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Err(id)) => return Err(StoreError::RolloutNotFound { id }),
+                Err(cause) if attempt < MAX_ATTEMPTS && is_conflict(self.backend(), &cause) => {
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
+                    attempt += 1;
+                }
+                Err(cause) => {
+                    return Err(StoreError::Query {
+                        what: format!(
+                            "appending {} events in one transaction (attempt {attempt})",
+                            events.len()
+                        ),
+                        cause,
+                    });
+                }
+            }
+        }
+    }
+
     /// Every `server_started` and `server_finished` event of one server, across all rollouts,
     /// in order: its history, from which past durations are read.
     pub async fn server_history(&self, server: &str) -> Result<Vec<EventRow>, StoreError> {

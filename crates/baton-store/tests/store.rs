@@ -76,6 +76,7 @@ suite! {
         event_seqs_are_contiguous_per_rollout,
         events_after_seq_with_limit,
         concurrent_appends,
+        batches_of_events_keep_seq_contiguous,
         workers_register_heartbeat_disconnect,
         last_seen_times_are_written_in_batches,
     ],

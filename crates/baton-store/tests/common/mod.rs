@@ -664,3 +664,79 @@ pub async fn last_seen_times_are_written_in_batches(store: Store) {
         );
     }
 }
+
+/// A batch of events for several rollouts goes in one transaction: each rollout's share is
+/// numbered on from its last event, in order, interleaved with single appends and other
+/// batches without a gap or a duplicate; a batch naming an unknown rollout writes nothing.
+pub async fn batches_of_events_keep_seq_contiguous(store: Store) {
+    let a = store
+        .create_rollout(&new_rollout("alpha"))
+        .await
+        .unwrap()
+        .id;
+    let b = store.create_rollout(&new_rollout("beta")).await.unwrap().id;
+    store
+        .append_event(&new_event(a, "single", "a1"))
+        .await
+        .unwrap();
+    let batch = [
+        new_event(a, "batch", "a2"),
+        new_event(b, "batch", "b1"),
+        new_event(a, "batch", "a3"),
+        new_event(b, "batch", "b2"),
+    ];
+    let rows = store.append_events(&batch).await.unwrap();
+    let seqs: Vec<(i64, i64, &str)> = rows
+        .iter()
+        .map(|r| (r.rollout_id, r.seq, r.detail.as_str()))
+        .collect();
+    assert_eq!(
+        seqs,
+        [(a, 2, "a2"), (b, 1, "b1"), (a, 3, "a3"), (b, 2, "b2")]
+    );
+    assert!(store.append_events(&[]).await.unwrap().is_empty());
+
+    // Batches and single appends racing from several tasks.
+    let mut tasks = Vec::new();
+    for task in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let detail = format!("{task}/{i}");
+                if task % 2 == 0 {
+                    let events = [new_event(a, "race", &detail), new_event(b, "race", &detail)];
+                    store.append_events(&events).await.unwrap();
+                } else {
+                    store
+                        .append_event(&new_event(a, "race", &detail))
+                        .await
+                        .unwrap();
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let a_events = store.events(a, 0, None).await.unwrap();
+    let b_events = store.events(b, 0, None).await.unwrap();
+    assert_eq!(a_events.len(), 3 + 40);
+    assert_eq!(b_events.len(), 2 + 20);
+    for events in [&a_events, &b_events] {
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let want: Vec<i64> = (1..=events.len() as i64).collect();
+        assert_eq!(seqs, want, "contiguous");
+    }
+
+    let unknown = [
+        new_event(a, "lost", "x"),
+        new_event(a + b + 100, "lost", "y"),
+    ];
+    let err = store.append_events(&unknown).await.unwrap_err();
+    assert!(matches!(err, StoreError::RolloutNotFound { .. }), "{err:?}");
+    assert_eq!(
+        store.events(a, 0, None).await.unwrap().len(),
+        a_events.len(),
+        "all or none"
+    );
+}
