@@ -427,6 +427,31 @@ fn records_from_events(fleet: &Fleet, events: &[Event]) -> Vec<ServerRecord> {
     records
 }
 
+/// A `step_finished` detail without the summary after its result: `patch attempt 1: exit 0`
+/// of `patch attempt 1: exit 0 (1 line in 0.2s)`.
+fn step_result(detail: &str) -> &str {
+    match detail.rsplit_once(" (") {
+        Some((result, summary)) if summary.contains(" line") => result,
+        _ => detail,
+    }
+}
+
+/// How many output lines a `step_finished` detail says the attempt wrote.
+fn lines_of(detail: &str) -> usize {
+    let summary = detail
+        .rsplit_once(" (")
+        .unwrap_or_else(|| panic!("no summary in {detail:?}"))
+        .1;
+    let count = summary
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .replace(',', "");
+    count
+        .parse()
+        .unwrap_or_else(|_| panic!("no line count in {detail:?}"))
+}
+
 /// `baton status --format json`'s servers: fqdn -> state.
 fn server_states(status: &Value) -> BTreeMap<String, String> {
     status["servers"]
@@ -483,7 +508,6 @@ fn full_rollout_obeys_every_rule(backend: Backend) {
         "rollout_started",
         "server_started",
         "step_started",
-        "step_output",
         "step_finished",
         "server_finished",
         "rollout_finished",
@@ -498,30 +522,41 @@ fn full_rollout_obeys_every_rule(backend: Backend) {
         "{finished}"
     );
 
-    // Every server: started once, ran both steps for real (the output line is rendered from
-    // its own fqdn and pool), finished once with `succeeded`, all inside its window.
+    // Every server: started once, ran both steps for real (the output line, in its step
+    // output, is rendered from its own fqdn and pool), finished once with `succeeded`, all
+    // inside its window.
     for server in &fleet.servers {
         let pool = &fleet.pools[server.pool].fqdn;
         let own: Vec<(&str, &str)> = events
             .iter()
             .filter(|e| e.server == server.fqdn)
-            .map(|e| (e.kind.as_str(), e.detail.as_str()))
+            .map(|e| (e.kind.as_str(), step_result(&e.detail)))
             .collect();
-        let patching = format!("patch stdout: patching {} in {pool}", server.fqdn);
         let want = [
             ("step_started", "prepare attempt 1"),
             ("step_finished", "prepare attempt 1: exit 0"),
             ("step_started", "patch attempt 1"),
-            ("step_output", patching.as_str()),
             ("step_finished", "patch attempt 1: exit 0"),
             ("server_finished", "succeeded"),
         ];
         assert!(
-            own.len() == 7 && own[0].0 == "server_started" && own[0].1.starts_with("assignment "),
+            own.len() == 6 && own[0].0 == "server_started" && own[0].1.starts_with("assignment "),
             "{}: {own:#?}",
             server.fqdn
         );
         assert_eq!(own[1..], want, "{}", server.fqdn);
+        let lines: Vec<usize> = events
+            .iter()
+            .filter(|e| e.server == server.fqdn && e.kind == "step_finished")
+            .map(|e| lines_of(&e.detail))
+            .collect();
+        assert_eq!(lines, [0, 1], "{}", server.fqdn);
+        assert_eq!(
+            cluster.logs(&server.fqdn, &id),
+            format!("patch: patching {} in {pool}\n", server.fqdn),
+            "{}",
+            server.fqdn
+        );
     }
 
     // The rules, re-checked by the independent auditor over what really happened.
@@ -831,24 +866,27 @@ fn sfb_runbook_on_real_workers(backend: Backend) {
             .unwrap_or_else(|e| panic!("{fqdn} ran no command ({}: {e})", log.display()));
         assert_eq!(text.lines().collect::<Vec<_>>(), *want, "{fqdn}");
     }
-    // What the shim printed came back as each step's output, and every step exited 0.
+    // What the shim printed came back as each step's output (`baton logs`), and every step
+    // exited 0 having written its one line.
     let events = cluster.events(&id);
     assert_log_shape(&events, &id, &fleet);
     for (fqdn, want) in &expected {
-        let outputs: Vec<&str> = events
-            .iter()
-            .filter(|e| e.kind == "step_output" && e.server == *fqdn)
-            .map(|e| {
-                e.detail
-                    .split_once(" stdout: fake powershell ran: ")
-                    .map_or("", |p| p.1)
+        let logs = cluster.logs(fqdn, &id);
+        let outputs: Vec<&str> = logs
+            .lines()
+            .map(|line| {
+                line.split_once(": fake powershell ran: ")
+                    .map_or(line, |p| p.1)
             })
             .collect();
-        assert_eq!(outputs, *want, "{fqdn}");
+        assert_eq!(outputs, *want, "{fqdn}: {logs}");
         let finished = events
             .iter()
             .filter(|e| e.kind == "step_finished" && e.server == *fqdn)
-            .inspect(|e| assert!(e.detail.ends_with(": exit 0"), "{e:?}"))
+            .inspect(|e| {
+                assert!(step_result(&e.detail).ends_with(": exit 0"), "{e:?}");
+                assert_eq!(lines_of(&e.detail), 1, "{e:?}");
+            })
             .count();
         assert_eq!(finished, want.len(), "{fqdn}");
     }
@@ -1109,22 +1147,26 @@ fn a_failing_server_stops_the_rollout(backend: Backend) {
     let own: Vec<(&str, &str)> = events
         .iter()
         .filter(|e| e.server == failed && e.kind != "server_started")
-        .map(|e| (e.kind.as_str(), e.detail.as_str()))
+        .map(|e| (e.kind.as_str(), step_result(&e.detail)))
         .collect();
-    let cannot = format!("patch stderr: cannot patch {failed}");
     assert_eq!(
         own,
         [
             ("step_started", "prepare attempt 1"),
             ("step_finished", "prepare attempt 1: exit 0"),
             ("step_started", "patch attempt 1"),
-            ("step_output", cannot.as_str()),
             ("step_finished", "patch attempt 1: exit 3"),
             ("step_started", "patch attempt 2"),
-            ("step_output", cannot.as_str()),
             ("step_finished", "patch attempt 2: exit 3"),
             ("server_finished", "failed: step patch exited 3"),
         ]
+    );
+    // Each attempt's stderr line, in its step output.
+    assert_eq!(
+        cluster.logs(failed, &id),
+        format!(
+            "patch: [stderr] cannot patch {failed}\npatch (attempt 2): [stderr] cannot patch {failed}\n"
+        )
     );
     let failed_id = fleet.server_by_fqdn(failed).expect("in the fleet");
     let pool = fleet.servers[failed_id].pool;

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::Command;
 
 use support::pki::{Pair, Pki};
-use support::{Backend, Cluster, ClusterOptions, TIMEOUT, bins, run_bounded, stderr, wait_until};
+use support::{
+    Backend, Cluster, ClusterOptions, TIMEOUT, bins, run_bounded, stderr, stdout, wait_until,
+};
 
 const FLEET: &str = r#"
 [fleet]
@@ -214,6 +216,10 @@ fn a_rollout_over_mutual_tls_and_every_stranger_turned_away() {
     };
     let read = as_viewer(&["status", &id]);
     assert!(read.status.success(), "{}", stderr(&read));
+    // Step output too.
+    let logs = as_viewer(&["logs", SERVERS[0], "--rollout", &id]);
+    assert!(logs.status.success(), "{}", stderr(&logs));
+    assert_eq!(stdout(&logs), format!("patch: patching {}\n", SERVERS[0]));
     let change = as_viewer(&["pause", &id]);
     assert!(!change.status.success());
     assert!(

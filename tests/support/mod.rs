@@ -871,6 +871,11 @@ impl Cluster {
             .collect()
     }
 
+    /// `baton logs FQDN --rollout ID`: the server's step output, one line per output line.
+    pub fn logs(&self, fqdn: &str, id: &str) -> String {
+        self.baton_ok(&["logs", fqdn, "--rollout", id])
+    }
+
     /// Polls the event log until `done` holds for it; returns that log.
     pub fn wait_events(&self, id: &str, what: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
         wait_until(what, TIMEOUT, || {

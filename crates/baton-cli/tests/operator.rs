@@ -5,7 +5,7 @@
 use baton_proto::v1::operator_service_server::{OperatorService, OperatorServiceServer};
 use baton_proto::v1::{
     ApplyRequest, ApplyResponse, Event, EventsRequest, ListServersRequest, ListServersResponse,
-    RolloutRef, RolloutStatus, ServerStatus, WorkerInfo,
+    LogChunk, LogsRequest, RolloutRef, RolloutStatus, ServerStatus, WorkerInfo,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -25,6 +25,9 @@ struct Canned {
     statuses: Vec<RolloutStatus>,
     workers: Vec<WorkerInfo>,
     events: Vec<Event>,
+    /// `StepLogs`: served as they are (filtered by step when one is asked for); a server
+    /// named `nobody.contoso.com` is NOT_FOUND.
+    logs: Vec<LogChunk>,
 }
 
 /// What the fake controller was asked, in order.
@@ -34,6 +37,7 @@ struct Recorded {
     /// (rpc, rollout id) for GetStatus, Pause, Resume, Abort.
     calls: Vec<(&'static str, String)>,
     events: Vec<EventsRequest>,
+    logs: Vec<LogsRequest>,
     list_servers: usize,
 }
 
@@ -66,6 +70,7 @@ impl Fake {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl OperatorService for Fake {
@@ -149,6 +154,32 @@ impl OperatorService for Fake {
         Ok(Response::new(ListServersResponse {
             workers: self.canned.workers.clone(),
         }))
+    }
+
+    type StepLogsStream = LogStream;
+
+    async fn step_logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<LogStream>, Status> {
+        let request = request.into_inner();
+        let step = request.step.clone();
+        let unknown = request.server == "nobody.contoso.com";
+        self.record().logs.push(request);
+        if unknown {
+            return Err(Status::not_found(
+                "no rollout includes nobody.contoso.com, and none has output from it",
+            ));
+        }
+        let chunks: Vec<Result<LogChunk, Status>> = self
+            .canned
+            .logs
+            .iter()
+            .filter(|c| step.is_empty() || c.step == step)
+            .cloned()
+            .map(Ok)
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
     type StreamEventsStream = EventStream;
@@ -868,4 +899,103 @@ fn events_to_a_closed_pipe_exit_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.is_empty(), "{err}");
+}
+
+fn log_chunk(step: &str, attempt: u32, stderr: bool, text: &str) -> LogChunk {
+    LogChunk {
+        rollout_id: "r-1".into(),
+        server: "fe1.contoso.com".into(),
+        assignment_id: "s-1-1-1".into(),
+        step: step.into(),
+        attempt,
+        stderr,
+        text: text.into(),
+        lines: text.split('\n').count() as u32,
+        at: "2026-11-03T10:00:00.000Z".into(),
+        ..LogChunk::default()
+    }
+}
+
+fn canned_logs() -> Vec<LogChunk> {
+    vec![
+        log_chunk("prepare", 1, false, "stopping services\nstopped"),
+        log_chunk("install_cu", 1, true, "error 1603"),
+        log_chunk("install_cu", 2, false, "installing"),
+        LogChunk {
+            dropped_lines: 12_345,
+            dropped_bytes: 1_258_291,
+            note: "… 12,345 lines (1.2 MiB) dropped here: the controller keeps the first and the last 5.0 MiB of each step attempt's output (--max-step-output 10.0 MiB) …".into(),
+            ..log_chunk("install_cu", 2, false, "")
+        },
+        log_chunk("install_cu", 2, false, "installed"),
+    ]
+}
+
+#[test]
+fn logs_print_one_line_per_output_line_with_its_step_and_the_drop_note() {
+    let controller = Controller::start(Canned {
+        logs: canned_logs(),
+        ..Canned::default()
+    });
+    let out = controller.baton(&["logs", "fe1.contoso.com", "--rollout", "r-1", "--follow"]);
+    assert_ok(&out);
+    assert_eq!(
+        stdout(&out),
+        "prepare: stopping services\n\
+         prepare: stopped\n\
+         install_cu: [stderr] error 1603\n\
+         install_cu (attempt 2): installing\n\
+         install_cu (attempt 2): … 12,345 lines (1.2 MiB) dropped here: the controller keeps the first and the last 5.0 MiB of each step attempt's output (--max-step-output 10.0 MiB) …\n\
+         install_cu (attempt 2): installed\n"
+    );
+    let recorded = controller.recorded();
+    assert_eq!(recorded.logs.len(), 1);
+    let asked = &recorded.logs[0];
+    assert_eq!(
+        (
+            asked.server.as_str(),
+            asked.rollout_id.as_str(),
+            asked.step.as_str(),
+            asked.follow
+        ),
+        ("fe1.contoso.com", "r-1", "", true)
+    );
+}
+
+#[test]
+fn logs_of_one_step_are_its_lines_as_they_are() {
+    let controller = Controller::start(Canned {
+        logs: canned_logs(),
+        ..Canned::default()
+    });
+    let out = controller.baton(&["logs", "fe1.contoso.com", "--step", "prepare"]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "stopping services\nstopped\n");
+    let out = controller.baton(&["logs", "fe1.contoso.com", "--step", "install_cu"]);
+    assert_ok(&out);
+    assert_eq!(
+        stdout(&out).lines().collect::<Vec<_>>(),
+        [
+            "[stderr] error 1603",
+            "attempt 2: installing",
+            "attempt 2: … 12,345 lines (1.2 MiB) dropped here: the controller keeps the first and the last 5.0 MiB of each step attempt's output (--max-step-output 10.0 MiB) …",
+            "attempt 2: installed",
+        ]
+    );
+    let recorded = controller.recorded();
+    assert_eq!(
+        (
+            recorded.logs[0].rollout_id.as_str(),
+            recorded.logs[0].follow
+        ),
+        ("", false),
+        "the newest rollout, no follow"
+    );
+}
+
+#[test]
+fn logs_of_a_server_in_no_rollout_is_the_controllers_error() {
+    let controller = Controller::start(Canned::default());
+    let out = controller.baton(&["logs", "nobody.contoso.com"]);
+    assert_error(&out, "no rollout includes nobody.contoso.com");
 }

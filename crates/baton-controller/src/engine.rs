@@ -463,9 +463,10 @@ impl Engine {
         self.status(&id.to_string())
     }
 
-    pub async fn servers(&self) -> Result<v1::ListServersResponse, Status> {
-        let rows = self.log.store().workers().await.map_err(store_error)?;
-        Ok(v1::ListServersResponse {
+    /// `baton servers`: the store's worker rows (read without the engine's lock, so a fleet's
+    /// worth of rows does not hold up the owner loop), completed from memory.
+    pub fn servers_from(&self, rows: Vec<baton_store::WorkerRow>) -> v1::ListServersResponse {
+        v1::ListServersResponse {
             workers: rows
                 .into_iter()
                 .map(|row| {
@@ -496,7 +497,7 @@ impl Engine {
                     }
                 })
                 .collect(),
-        })
+        }
     }
 
     /// Whether the rollout has ended (for event followers).
@@ -1457,15 +1458,8 @@ impl Engine {
                 let Some((id, server)) = self.judge(fqdn, &m.assignment_id, report).await? else {
                     return Ok(());
                 };
-                let step = self.step_id(id, server, m.step_index)?;
-                let (name, pool) = self.names(id, server);
-                let stream = if m.stderr { "stderr" } else { "stdout" };
-                let detail = format!("{step} {stream}: {}", m.line);
-                self.log
-                    .append(id, Some(&name), Some(&pool), kind::STEP_OUTPUT, detail)
-                    .await
-                    .map_err(store_error)?;
-                Ok(())
+                // Into the store's output table (`StepLogs` reads it), not the event log.
+                self.store_step_output(id, server, m).await
             }
             Body::StepFinished(m) => {
                 let report = Report::StepFinished {
@@ -1485,7 +1479,10 @@ impl Engine {
                 } else {
                     format!("exit {}", m.exit_code)
                 };
-                let detail = format!("{step} attempt {}: {result}", m.attempt);
+                // "STEP attempt N: RESULT (LINES lines in DURATION)": recovery reads the result.
+                let output = self.attempt_output(id, server, &m).await;
+                let summary = crate::run::attempt_summary(output.as_ref(), m.duration_ms);
+                let detail = format!("{step} attempt {}: {result} {summary}", m.attempt);
                 self.log
                     .append(id, Some(&name), Some(&pool), kind::STEP_FINISHED, detail)
                     .await
@@ -1539,6 +1536,164 @@ impl Engine {
                 self.drive(id, &[event]).await
             }
         }
+    }
+
+    // ---- step output -----------------------------------------------------------------------
+
+    /// A batch of a step attempt's output (a report that counts): into the store's output
+    /// table, which keeps at most `--max-step-output` of each attempt (its head and its tail).
+    /// Memory keeps only the attempt's counters.
+    async fn store_step_output(
+        &mut self,
+        id: i64,
+        server: ServerId,
+        m: v1::StepOutput,
+    ) -> Result<(), Status> {
+        let step_id = self.step_id(id, server, m.step_index)?;
+        let (name, _) = self.names(id, server);
+        // Older workers say neither the attempt nor more than one line.
+        let attempt = match m.attempt {
+            0 => self.rollouts[&id]
+                .ledger
+                .started_attempt(&m.assignment_id)
+                .unwrap_or(1),
+            attempt => attempt,
+        };
+        let text = if m.lines > 0 { m.text } else { m.line };
+        let output = baton_store::NewStepOutput {
+            key: baton_store::StepOutputKey {
+                rollout_id: id,
+                server: name,
+                assignment_id: m.assignment_id,
+                step_index: i64::from(m.step_index),
+                attempt: i64::from(attempt),
+            },
+            step_id,
+            stderr: m.stderr,
+            text,
+        };
+        let counted = self
+            .log
+            .store()
+            .append_step_output(&output)
+            .await
+            .map_err(store_error)?;
+        let tally = crate::run::OutputTally::of(&counted);
+        let run = self.rollouts.get_mut(&id).expect("known");
+        run.output.insert(server, tally);
+        Ok(())
+    }
+
+    /// What the step attempt that `m` ends wrote: counted in memory, or by the store when
+    /// this controller took the rollout over during the attempt. `None`: nothing.
+    async fn attempt_output(
+        &mut self,
+        id: i64,
+        server: ServerId,
+        m: &v1::StepFinished,
+    ) -> Option<crate::run::OutputTally> {
+        let run = self.rollouts.get_mut(&id)?;
+        let fqdn = run.fqdn(server).to_string();
+        let tally = run.output.remove(&server).filter(|tally| {
+            tally.assignment_id == m.assignment_id
+                && (tally.step_index, tally.attempt) == (m.step_index, m.attempt)
+        });
+        // The counters come from the store, so any output since a takeover made them whole;
+        // only an attempt that began before one may have written what memory has not seen.
+        let spanned_takeover = run.output_before_takeover.remove(&server);
+        if tally.is_some() || !spanned_takeover {
+            return tally;
+        }
+        let key = baton_store::StepOutputKey {
+            rollout_id: id,
+            server: fqdn,
+            assignment_id: m.assignment_id.clone(),
+            step_index: i64::from(m.step_index),
+            attempt: i64::from(m.attempt),
+        };
+        match self.log.store().step_output_attempt(&key).await {
+            Ok(counted) => counted.as_ref().map(crate::run::OutputTally::of),
+            Err(err) => {
+                tracing::warn!(%err, "could not count a step attempt's output");
+                None
+            }
+        }
+    }
+
+    /// For `StepLogs`, quickly under the lock: the rollout to read `server`'s output from (the
+    /// one asked for, or else the newest of this controller's rollouts that includes the
+    /// server) and the server's name as that rollout's fleet writes it. Both `None` when this
+    /// controller does not run such a rollout (the store may know it). A server not in a
+    /// rollout asked for, or a step it does not have: an error.
+    pub fn logs_target(
+        &self,
+        server: &str,
+        rollout: Option<i64>,
+        step: Option<&str>,
+    ) -> Result<(Option<i64>, Option<String>), Status> {
+        let run = match rollout {
+            Some(id) => match self.rollouts.get(&id) {
+                Some(run) => run,
+                None => return Ok((Some(id), None)),
+            },
+            None => match self
+                .rollouts
+                .values()
+                .rev()
+                .find(|run| run.server_by_fqdn(server).is_some())
+            {
+                Some(run) => run,
+                None => return Ok((None, None)),
+            },
+        };
+        let Some(id) = run.server_by_fqdn(server) else {
+            return Err(Status::not_found(format!(
+                "{server} is not in rollout {}",
+                run.id
+            )));
+        };
+        if let Some(step) = step {
+            let steps = &run.workload.steps[id];
+            if !steps.iter().any(|s| s.id == step) {
+                let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+                return Err(Status::not_found(format!(
+                    "{} has no step {step:?} in rollout {} (its steps: {})",
+                    run.fqdn(id),
+                    run.id,
+                    ids.join(", ")
+                )));
+            }
+        }
+        Ok((Some(run.id), Some(run.fqdn(id).to_string())))
+    }
+
+    /// For a `StepLogs` follower: whether `server` will write no more output in `rollout`.
+    /// True once the rollout is over (or not run by this controller), once the server's
+    /// assignment has ended (finished, or held for an operator), or, with `step`, once that
+    /// step has succeeded. A server still waiting to start is not over.
+    pub fn logs_over(&self, rollout: i64, server: &str, step: Option<&str>) -> bool {
+        let Some(run) = self.rollouts.get(&rollout) else {
+            return true;
+        };
+        let Some(id) = run.server_by_fqdn(server) else {
+            return true;
+        };
+        if run.state.is_over()
+            || run.scheduler.records()[id].outcome.is_some()
+            || run.attention.contains_key(&id)
+        {
+            return true;
+        }
+        let Some(step) = step else {
+            return false;
+        };
+        let Some(index) = run.workload.steps[id].iter().position(|s| s.id == step) else {
+            return true;
+        };
+        run.ledger
+            .open_on(id)
+            .and_then(|assignment| run.ledger.next_step(assignment))
+            .is_some_and(|next| next as usize > index)
     }
 }
 

@@ -24,6 +24,11 @@ struct Args {
     /// is recorded as lost. Humantime: "15s", "1m".
     #[arg(long, default_value = "15s", env = "BATON_WORKER_TIMEOUT", value_parser = parse_duration)]
     worker_timeout: std::time::Duration,
+    /// The most output kept of each step attempt (stdout and stderr together): its first half
+    /// and its last half; lines in between are dropped and counted, and `baton logs` says
+    /// where. Bytes, or with a unit: "10MiB", "512K", "1G" (K, M, G are 1024-based).
+    #[arg(long, default_value = "10MiB", env = "BATON_MAX_STEP_OUTPUT", value_parser = parse_size)]
+    max_step_output: u64,
     /// Address of the monitoring port: `/metrics` (Prometheus), `/healthz`, `/readyz`.
     #[arg(long, default_value = "127.0.0.1:9411", env = "BATON_HTTP")]
     http: SocketAddr,
@@ -103,6 +108,43 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     baton_core::time::parse_positive_duration(text).map(std::time::Duration::from_millis)
 }
 
+/// A size in bytes: "1048576", "512K", "10MiB", "1 GB" (K, M, G, T and their KB/KiB forms all
+/// count in 1024s), at least 2 bytes (one for the head, one for the tail).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let shift = match unit.trim_end_matches('b').trim_end_matches('i') {
+        "" if unit.is_empty() || unit == "b" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size: write bytes, or a number with K, M or G (\"10MiB\", \"512K\")"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: no number before the unit"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("{text:?} is too large"));
+    }
+    let bytes = bytes.round() as u64;
+    if bytes < 2 {
+        return Err(format!(
+            "{text:?} is too small: at least 2 bytes (half for the head, half for the tail)"
+        ));
+    }
+    Ok(bytes)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -143,7 +185,8 @@ async fn main() -> ExitCode {
 async fn run(args: Args, tls: Option<baton_controller::ServerTls>, traces: bool) -> Result<()> {
     let store = baton_store::Store::connect(&args.db)
         .await
-        .context("cannot open the store")?;
+        .context("cannot open the store")?
+        .with_max_step_output(args.max_step_output);
     let security = match &tls {
         None => "plain HTTP/2, no TLS",
         Some(tls) if tls.client_ca_pem.is_some() => "TLS, client certificates required",
@@ -166,4 +209,24 @@ async fn run(args: Args, tls: Option<baton_controller::ServerTls>, traces: bool)
     tracing::info!("shutting down");
     controller.shutdown().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_are_bytes_or_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert_eq!(parse_size("100b"), Ok(100));
+        assert_eq!(parse_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("10MiB"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_size("10 MB"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_size("1.5m"), Ok(3 * 512 * 1024));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        for bad in ["", "MiB", "ten", "10 parsecs", "1", "0", "-5K"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
 }

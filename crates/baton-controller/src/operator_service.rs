@@ -5,7 +5,7 @@ use crate::events::kind;
 use crate::peer::require_operator;
 use baton_core::scheduler::Event;
 use baton_proto::v1;
-use baton_store::EventRow;
+use baton_store::{EventRow, OutputCursor, OutputItem, StepOutputFilter};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{Mutex, broadcast, mpsc};
@@ -18,6 +18,12 @@ pub struct OperatorGrpc {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<v1::LogChunk, Status>> + Send>>;
+
+/// How often a `StepLogs` follower looks for new output.
+const LOGS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Chunks (of up to 64 KiB each) read from the store at a time.
+const LOGS_PAGE: usize = 32;
 
 fn to_proto(row: &EventRow) -> v1::Event {
     v1::Event {
@@ -29,6 +35,141 @@ fn to_proto(row: &EventRow) -> v1::Event {
         kind: row.kind.clone(),
         detail: row.detail.clone(),
     }
+}
+
+/// `cap`: the controller's `--max-step-output`, for the note where lines were dropped.
+fn log_chunk(rollout_id: i64, cap: u64, item: OutputItem) -> v1::LogChunk {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    match item {
+        OutputItem::Chunk { step_id, chunk } => v1::LogChunk {
+            rollout_id: rollout_id.to_string(),
+            server: chunk.server,
+            assignment_id: chunk.assignment_id,
+            step: step_id,
+            step_index: u32::try_from(chunk.step_index).unwrap_or(u32::MAX),
+            attempt: u32::try_from(chunk.attempt).unwrap_or(u32::MAX),
+            stderr: chunk.stderr,
+            text: chunk.text,
+            lines: u32::try_from(chunk.lines).unwrap_or(u32::MAX),
+            at: baton_store::rfc3339_ms(chunk.at_ms),
+            ..v1::LogChunk::default()
+        },
+        OutputItem::Dropped {
+            key,
+            step_id,
+            lines,
+            bytes,
+        } => v1::LogChunk {
+            rollout_id: rollout_id.to_string(),
+            note: format!(
+                "… {} dropped here: the controller keeps the first and the last {} of each step attempt's output (--max-step-output {}) …",
+                baton_store::dropped_text(lines, bytes),
+                baton_store::human_bytes(i64::try_from(cap / 2).unwrap_or(i64::MAX)),
+                baton_store::human_bytes(i64::try_from(cap).unwrap_or(i64::MAX)),
+            ),
+            server: key.server,
+            assignment_id: key.assignment_id,
+            step: step_id,
+            step_index: u32::try_from(key.step_index).unwrap_or(u32::MAX),
+            attempt: u32::try_from(key.attempt).unwrap_or(u32::MAX),
+            dropped_lines: count(lines),
+            dropped_bytes: count(bytes),
+            ..v1::LogChunk::default()
+        },
+    }
+}
+
+fn parse_rollout_id(text: &str) -> Result<Option<i64>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<i64>()
+        .map(Some)
+        .map_err(|_| Status::invalid_argument(format!("rollout id {text:?} is not a number")))
+}
+
+/// The rollout whose output `StepLogs` reads and the server's name in its fleet, for what the
+/// engine did not know: a rollout asked for that this controller does not run, or, when none
+/// was asked for, the newest rollout with output from the server if it is newer than the
+/// engine's.
+async fn logs_rollout(
+    store: &baton_store::Store,
+    server: &str,
+    asked: Option<i64>,
+    known: (Option<i64>, Option<String>),
+) -> Result<(i64, String), Status> {
+    let unavailable = |e: baton_store::StoreError| Status::unavailable(e.to_string());
+    let id = match (asked, known) {
+        (Some(_), (Some(id), Some(fqdn))) => return Ok((id, fqdn)),
+        (Some(id), _) => id,
+        (None, (known_id, known_fqdn)) => {
+            let with_output = store
+                .latest_step_output_rollout(server)
+                .await
+                .map_err(unavailable)?;
+            match (known_id.zip(known_fqdn), with_output) {
+                (Some((id, fqdn)), None) => return Ok((id, fqdn)),
+                (Some((id, fqdn)), Some(newest)) if newest <= id => return Ok((id, fqdn)),
+                (_, Some(newest)) => newest,
+                (None, None) => {
+                    return Err(Status::not_found(format!(
+                        "no rollout includes {server}, and none has output from it"
+                    )));
+                }
+            }
+        }
+    };
+    let row = store
+        .rollout(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| Status::not_found(format!("rollout {id} does not exist")))?;
+    // The name as the fleet writes it, which the output is stored under.
+    let fleet = baton_core::Fleet::from_toml(&row.fleet_name, &row.fleet_toml)
+        .map_err(|e| Status::internal(format!("rollout {id}'s stored fleet: {e}")))?;
+    let server = fleet
+        .server_by_fqdn(server)
+        .map(|s| fleet.servers[s].fqdn.clone())
+        .ok_or_else(|| Status::not_found(format!("{server} is not in rollout {id}")))?;
+    Ok((id, server))
+}
+
+/// The output of a rollout recorded before step output had a table of its own (issue #11):
+/// one `step_output` event per line (`STEP stdout: LINE`), without assignment or attempt.
+async fn legacy_output(
+    store: &baton_store::Store,
+    id: i64,
+    server: &str,
+    step: Option<&str>,
+) -> Vec<Result<v1::LogChunk, Status>> {
+    let events = match store.events(id, 0, None).await {
+        Ok(events) => events,
+        Err(err) => return vec![Err(Status::unavailable(err.to_string()))],
+    };
+    events
+        .iter()
+        .filter(|e| e.kind == kind::STEP_OUTPUT && e.server.as_deref() == Some(server))
+        .filter_map(|e| {
+            let (step_id, rest) = e.detail.split_once(' ')?;
+            let (stderr, line) = match rest.split_once(": ")? {
+                ("stdout", line) => (false, line),
+                ("stderr", line) => (true, line),
+                _ => return None,
+            };
+            step.is_none_or(|step| step == step_id).then(|| {
+                Ok(v1::LogChunk {
+                    rollout_id: id.to_string(),
+                    server: server.to_string(),
+                    step: step_id.to_string(),
+                    stderr,
+                    text: line.to_string(),
+                    lines: 1,
+                    at: baton_store::rfc3339_ms(e.at_ms),
+                    ..v1::LogChunk::default()
+                })
+            })
+        })
+        .collect()
 }
 
 impl OperatorGrpc {
@@ -122,7 +263,93 @@ impl v1::operator_service_server::OperatorService for OperatorGrpc {
         &self,
         _request: Request<v1::ListServersRequest>,
     ) -> Result<Response<v1::ListServersResponse>, Status> {
-        Ok(Response::new(self.engine.lock().await.servers().await?))
+        let store = self.engine.lock().await.log().store().clone();
+        let rows = store.workers().await.map_err(|err| {
+            tracing::error!(%err, "store");
+            Status::unavailable(format!("the controller's store failed: {err}"))
+        })?;
+        Ok(Response::new(self.engine.lock().await.servers_from(rows)))
+    }
+
+    type StepLogsStream = LogStream;
+
+    /// A server's step output from the store, then (with `follow`) what comes until its
+    /// assignment ends. The engine is asked only which rollout and whether more can come;
+    /// the store is read outside its lock. A viewer may read it.
+    async fn step_logs(
+        &self,
+        request: Request<v1::LogsRequest>,
+    ) -> Result<Response<Self::StepLogsStream>, Status> {
+        let request = request.into_inner();
+        let server = request.server.trim().to_string();
+        if server.is_empty() {
+            return Err(Status::invalid_argument(
+                "which server's output? (no server given)",
+            ));
+        }
+        let asked = parse_rollout_id(&request.rollout_id)?;
+        let step = (!request.step.is_empty()).then(|| request.step.clone());
+        let (store, known) = {
+            let engine = self.engine.lock().await;
+            let known = engine.logs_target(&server, asked, step.as_deref())?;
+            (engine.log().store().clone(), known)
+        };
+        // A rollout this controller does not run may be older than the output table.
+        let maybe_legacy = known.1.is_none();
+        let (id, fqdn) = logs_rollout(&store, &server, asked, known).await?;
+        let cap = store.max_step_output();
+        let engine = Arc::clone(&self.engine);
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let filter = StepOutputFilter {
+                assignment_id: None,
+                step_id: step.clone(),
+            };
+            let mut cursor = OutputCursor::default();
+            let mut any = false;
+            loop {
+                // Asked before reading: whatever was written before the end is read after.
+                let over =
+                    !request.follow || engine.lock().await.logs_over(id, &fqdn, step.as_deref());
+                loop {
+                    let items = match store
+                        .read_step_output(id, &fqdn, &filter, &mut cursor, LOGS_PAGE)
+                        .await
+                    {
+                        Ok(items) => items,
+                        Err(err) => {
+                            let _ = tx.send(Err(Status::unavailable(err.to_string()))).await;
+                            return;
+                        }
+                    };
+                    if items.is_empty() {
+                        break;
+                    }
+                    any = true;
+                    for item in items {
+                        if tx.send(Ok(log_chunk(id, cap, item))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if over {
+                    if !any && maybe_legacy {
+                        let legacy = legacy_output(&store, id, &fqdn, step.as_deref()).await;
+                        for chunk in legacy {
+                            if tx.send(chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(LOGS_POLL) => {}
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type StreamEventsStream = EventStream;

@@ -42,7 +42,7 @@ pub fn check_worker(peer: &PeerCerts, fqdn: &str) -> Result<(), Status> {
 pub enum Role {
     /// Everything `baton` does.
     Operator,
-    /// Read only: status, events, servers.
+    /// Read only: status, events, servers, step output.
     Viewer,
 }
 
@@ -70,7 +70,7 @@ pub fn operator_role(
 pub fn require_operator<T>(request: &tonic::Request<T>) -> Result<(), Status> {
     match request.extensions().get::<Role>() {
         Some(Role::Viewer) => Err(Status::permission_denied(
-            "a viewer's certificate (--tls-viewer) may read status, events and servers, not change a rollout",
+            "a viewer's certificate (--tls-viewer) may read status, events, servers and step output, not change a rollout",
         )),
         Some(Role::Operator) | None => Ok(()),
     }

@@ -157,10 +157,10 @@ impl Engine {
                     run.trace.assignment_began(assignment, at_ms(e.at_ms));
                 }
                 kind::STEP_FINISHED => {
-                    // "STEP attempt N: exit 0": the step succeeded (counted for the acceptance
-                    // rule; a worker's replay after it reconnects would count it too).
+                    // "STEP attempt N: exit 0 (…)": the step succeeded (counted for the
+                    // acceptance rule; a worker's replay after it reconnects would count it too).
                     let server = server_of(&run, e)?;
-                    if e.detail.ends_with(": exit 0")
+                    if crate::run::step_finished_succeeded(&e.detail)
                         && let Some(assignment) = run.ledger.open_on(server).map(str::to_string)
                     {
                         let step = e.detail.split(' ').next().unwrap_or_default();
@@ -282,6 +282,10 @@ impl Engine {
             .unwrap_or(0)
             .max(clock);
         run.set_elapsed(elapsed);
+        // Their step running now may have written output before the restart: its counters
+        // are the store's, not memory's.
+        let running: Vec<ServerId> = run.ledger.open().map(|(_, server)| server).collect();
+        run.output_before_takeover.extend(running);
         Ok((run, decided.into_iter().collect(), finished))
     }
 }

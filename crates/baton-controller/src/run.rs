@@ -65,6 +65,72 @@ pub struct Interruption {
     pub drops: u64,
 }
 
+/// What one step attempt has written: counted by the store as it keeps the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTally {
+    pub assignment_id: String,
+    pub step_index: u32,
+    pub attempt: u32,
+    /// Lines and bytes written (each line with its newline), kept or not.
+    pub lines: u64,
+    pub bytes: u64,
+    /// Dropped to keep the attempt within `--max-step-output`.
+    pub dropped_lines: u64,
+    pub dropped_bytes: u64,
+}
+
+impl OutputTally {
+    pub fn of(attempt: &baton_store::StepOutputAttempt) -> Self {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        OutputTally {
+            assignment_id: attempt.assignment_id.clone(),
+            step_index: u32::try_from(attempt.step_index).unwrap_or(u32::MAX),
+            attempt: u32::try_from(attempt.attempt).unwrap_or(u32::MAX),
+            lines: count(attempt.lines),
+            bytes: count(attempt.bytes),
+            dropped_lines: count(attempt.dropped_lines),
+            dropped_bytes: count(attempt.dropped_bytes),
+        }
+    }
+}
+
+/// What a `step_finished` event says after the result: `(12,345 lines in 1.2s)`, with what
+/// was dropped over the cap, without the duration when the worker did not measure it.
+pub fn attempt_summary(output: Option<&OutputTally>, duration_ms: Option<u64>) -> String {
+    let lines = output.map_or(0, |o| o.lines);
+    let noun = if lines == 1 { "line" } else { "lines" };
+    let mut summary = format!("({} {noun}", baton_store::thousands(lines as i64));
+    if let Some(ms) = duration_ms {
+        summary.push_str(&format!(" in {}", short_duration(ms)));
+    }
+    if let Some(o) = output.filter(|o| o.dropped_lines > 0) {
+        summary.push_str(&format!(
+            "; {} dropped over --max-step-output",
+            baton_store::dropped_text(o.dropped_lines as i64, o.dropped_bytes as i64)
+        ));
+    }
+    summary.push(')');
+    summary
+}
+
+/// `250ms`, `1.2s`, `4m05s`, `2h03m`.
+fn short_duration(ms: u64) -> String {
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// Whether a `step_finished` event's detail (`STEP attempt N: RESULT`, since issue #11 with
+/// ` (LINES lines …)` after the result) records a success: crash recovery counts the step.
+pub fn step_finished_succeeded(detail: &str) -> bool {
+    detail
+        .split_once(": ")
+        .is_some_and(|(_, result)| result == "exit 0" || result.starts_with("exit 0 ("))
+}
+
 pub struct RolloutRun {
     pub id: i64,
     pub fleet: Fleet,
@@ -88,6 +154,12 @@ pub struct RolloutRun {
     pub undelivered: BTreeSet<ServerId>,
     /// Running server -> the step it is on.
     pub current_step: HashMap<ServerId, String>,
+    /// Running server -> what its current step attempt has written so far (the output itself
+    /// is in the store), for the attempt's `step_finished` event.
+    pub output: HashMap<ServerId, OutputTally>,
+    /// Servers that were running when this controller took the rollout over: the output of
+    /// their step attempt then running is counted by the store, not in `output`.
+    pub output_before_takeover: BTreeSet<ServerId>,
     /// Running servers resumed after their worker restarted: the step their assignment goes on
     /// from (sent again as is if it could not be delivered).
     pub resume_from: HashMap<ServerId, u32>,
@@ -146,6 +218,8 @@ impl RolloutRun {
             last_progress_ms: baton_store::now_ms(),
             undelivered: BTreeSet::new(),
             current_step: HashMap::new(),
+            output: HashMap::new(),
+            output_before_takeover: BTreeSet::new(),
             settled: vec![false; servers],
             watchdog,
             note: None,
@@ -412,4 +486,57 @@ pub fn steps_fingerprint(steps: &[baton_core::runbook::RenderedStep]) -> String 
         eat(&step.gate_interval.unwrap_or(0).to_le_bytes());
     }
     format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(lines: u64, dropped_lines: u64, dropped_bytes: u64) -> OutputTally {
+        OutputTally {
+            assignment_id: "a".into(),
+            step_index: 0,
+            attempt: 1,
+            lines,
+            bytes: lines * 10,
+            dropped_lines,
+            dropped_bytes,
+        }
+    }
+
+    #[test]
+    fn a_step_result_says_how_much_it_wrote_and_how_long_it_took() {
+        assert_eq!(attempt_summary(None, Some(250)), "(0 lines in 250ms)");
+        assert_eq!(
+            attempt_summary(Some(&tally(1, 0, 0)), Some(1234)),
+            "(1 line in 1.2s)"
+        );
+        assert_eq!(
+            attempt_summary(Some(&tally(20_000, 0, 0)), Some(245_000)),
+            "(20,000 lines in 4m05s)"
+        );
+        assert_eq!(attempt_summary(Some(&tally(3, 0, 0)), None), "(3 lines)");
+        assert_eq!(
+            attempt_summary(Some(&tally(2_000_000, 12_345, 1_258_291)), Some(7_380_000)),
+            "(2,000,000 lines in 2h03m; 12,345 lines (1.2 MiB) dropped over --max-step-output)"
+        );
+    }
+
+    #[test]
+    fn recovery_reads_the_result_with_or_without_the_summary() {
+        assert!(step_finished_succeeded("install attempt 1: exit 0"));
+        assert!(step_finished_succeeded(
+            "install attempt 2: exit 0 (3 lines in 1.2s)"
+        ));
+        assert!(!step_finished_succeeded(
+            "install attempt 1: exit 3 (0 lines in 1.2s)"
+        ));
+        assert!(!step_finished_succeeded("install attempt 1: exit 0123"));
+        assert!(!step_finished_succeeded(
+            "install attempt 1: timed out (2 lines in 30.0s)"
+        ));
+        assert!(!step_finished_succeeded(
+            "install attempt 1: could not start: exit 0 (x) (0 lines)"
+        ));
+    }
 }

@@ -655,7 +655,7 @@ mod tests {
         let recorder = Recorder::new();
         let mut trace = recorder.trace();
         trace.note("rollout_paused", None, "requested by an operator", t(1));
-        trace.note("step_output", Some("be01.contoso.com"), "noise", t(2));
+        trace.note("step_started", Some("be01.contoso.com"), "noise", t(2));
         trace.note(
             "worker_lost",
             Some("be01.contoso.com"),

@@ -160,6 +160,10 @@ impl Controller {
 
     async fn start_with_options(url: &str, options: baton_controller::Options) -> Controller {
         let store = Store::connect(url).await.expect("store");
+        Controller::start_with_store(store, options).await
+    }
+
+    async fn start_with_store(store: Store, options: baton_controller::Options) -> Controller {
         let handle = baton_controller::start_with(store, "127.0.0.1:0".parse().unwrap(), options)
             .await
             .expect("controller starts");
@@ -258,6 +262,36 @@ impl Controller {
             .await
             .expect("StreamEvents")
             .into_inner()
+    }
+
+    /// `StepLogs` (without `follow`) to its end.
+    async fn logs(
+        &self,
+        server: &str,
+        rollout: &str,
+        step: &str,
+    ) -> Result<Vec<v1::LogChunk>, Status> {
+        let stream = self.logs_stream(server, rollout, step, false).await?;
+        Ok(read_logs(stream).await)
+    }
+
+    async fn logs_stream(
+        &self,
+        server: &str,
+        rollout: &str,
+        step: &str,
+        follow: bool,
+    ) -> Result<Streaming<v1::LogChunk>, Status> {
+        Ok(self
+            .operator()
+            .step_logs(v1::LogsRequest {
+                server: server.to_string(),
+                rollout_id: rollout.to_string(),
+                step: step.to_string(),
+                follow,
+            })
+            .await?
+            .into_inner())
     }
 
     async fn workers(&self) -> Vec<v1::WorkerInfo> {
@@ -385,6 +419,43 @@ impl Follower {
             self.seen.push(event);
         }
     }
+}
+
+/// A `StepLogs` stream to its end.
+async fn read_logs(mut stream: Streaming<v1::LogChunk>) -> Vec<v1::LogChunk> {
+    let mut chunks = Vec::new();
+    while let Some(chunk) = bounded("the logs", stream.message())
+        .await
+        .expect("StepLogs failed")
+    {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// The output lines of `StepLogs` chunks, drop notes left out.
+fn log_lines(chunks: &[v1::LogChunk]) -> Vec<String> {
+    chunks
+        .iter()
+        .filter(|c| c.lines > 0)
+        .flat_map(|c| {
+            assert_eq!(c.text.split('\n').count(), c.lines as usize, "{c:?}");
+            c.text.split('\n').map(str::to_string)
+        })
+        .collect()
+}
+
+/// A batch of output lines, as a worker sends them.
+fn output(assignment: &str, step_index: u32, lines: &[String], stderr: bool) -> Body {
+    Body::StepOutput(v1::StepOutput {
+        assignment_id: assignment.to_string(),
+        step_index,
+        text: lines.join("\n"),
+        lines: lines.len() as u32,
+        stderr,
+        attempt: 1,
+        ..Default::default()
+    })
 }
 
 fn kinds(events: &[v1::Event]) -> Vec<&str> {
@@ -560,12 +631,14 @@ async fn an_assignment_carries_the_rendered_steps_and_stale_reports_are_discarde
     let aid = assignment.assignment_id.clone();
 
     sessions[i].send(step_started(&aid, 0)).await;
+    // One line, as older workers send it (without the attempt).
     sessions[i]
         .send(Body::StepOutput(v1::StepOutput {
             assignment_id: aid.clone(),
             step_index: 0,
             line: "updating".into(),
             stderr: false,
+            ..Default::default()
         }))
         .await;
     // Another worker reporting on this assignment: discarded, its stream stays open.
@@ -595,7 +668,8 @@ async fn an_assignment_carries_the_rendered_steps_and_stale_reports_are_discarde
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
 
     // Nothing recorded before is lost; the discards recorded nothing, and the one broken
-    // stream, one lost worker.
+    // stream, one lost worker. The output is not an event: `StepLogs` has it, of the attempt
+    // last started.
     let events = controller.events(&id).await;
     assert_contiguous(&events);
     assert_eq!(
@@ -604,15 +678,32 @@ async fn an_assignment_carries_the_rendered_steps_and_stale_reports_are_discarde
             "rollout_started",
             "server_started",
             "step_started",
-            "step_output",
             "worker_lost",
         ]
     );
-    assert!(events[4..].iter().all(|e| e.server == first), "{events:?}");
+    assert!(events[3..].iter().all(|e| e.server == first), "{events:?}");
     assert_eq!(events[1].server, first);
     assert_eq!(assignment_of(&events[1]), aid);
     assert_eq!(events[2].detail, "hello attempt 1");
-    assert_eq!(events[3].detail, "hello stdout: updating");
+    let logs = controller.logs(&first, &id, "").await.expect("StepLogs");
+    let shown: Vec<(&str, &str, u32, &str, u32, bool)> = logs
+        .iter()
+        .map(|c| {
+            (
+                c.assignment_id.as_str(),
+                c.step.as_str(),
+                c.attempt,
+                c.text.as_str(),
+                c.lines,
+                c.stderr,
+            )
+        })
+        .collect();
+    assert_eq!(shown, [(aid.as_str(), "hello", 1, "updating", 1, false)]);
+    assert_eq!(
+        (logs[0].rollout_id.as_str(), logs[0].server.as_str()),
+        (id.as_str(), first.as_str())
+    );
     let status = controller.status(&id).await;
     assert_eq!(server(&status, &first).state, "running");
     assert_eq!(server(&status, &first).current_step, "hello");
@@ -1445,7 +1536,18 @@ async fn a_restarted_controller_takes_the_rollout_over_from_its_log() {
     w1.complete(&a1, true).await;
     let a2 = w2.assignment().await;
     w2.send(step_started(&a2.assignment_id, 0)).await;
+    let before = ["before the restart".to_string()];
+    w2.send(output(&a2.assignment_id, 0, &before, false)).await;
     follower.until("step_started", Some(&fqdns[1])).await;
+    // Stored (the output is no event to wait for): StepLogs has it.
+    while first
+        .logs(&fqdns[1], &id, "")
+        .await
+        .expect("StepLogs")
+        .is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     drop((w1, w2, follower));
     first.handle.shutdown().await.expect("shutdown");
 
@@ -1475,6 +1577,14 @@ async fn a_restarted_controller_takes_the_rollout_over_from_its_log() {
     // One log across both controllers: contiguous, and each server started exactly once.
     let events = second.events(&id).await;
     assert_contiguous(&events);
+    // The output of an attempt that spanned the restart is counted from the store.
+    let finished = events
+        .iter()
+        .find(|e| e.kind == "step_finished" && e.server == fqdns[1])
+        .expect("se02's first result");
+    assert_eq!(finished.detail, "hello attempt 1: exit 0 (1 line in 1.5s)");
+    let logs = second.logs(&fqdns[1], &id, "").await.expect("StepLogs");
+    assert_eq!(log_lines(&logs), before);
     for fqdn in &fqdns {
         let starts = events
             .iter()
@@ -1482,6 +1592,250 @@ async fn a_restarted_controller_takes_the_rollout_over_from_its_log() {
             .count();
         assert_eq!(starts, 1, "{fqdn}: {events:?}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- Step output ----------------------------------------------------------------------------
+
+/// `(step, attempt, "out"|"err"|"note", text or note)` per `StepLogs` chunk.
+fn shown(chunks: &[v1::LogChunk]) -> Vec<(String, u32, &'static str, String)> {
+    chunks
+        .iter()
+        .map(|c| {
+            let (stream, text) = if c.dropped_lines > 0 {
+                ("note", format!("{}/{}", c.dropped_lines, c.dropped_bytes))
+            } else if c.stderr {
+                ("err", c.text.clone())
+            } else {
+                ("out", c.text.clone())
+            };
+            (c.step.clone(), c.attempt, stream, text)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn twenty_thousand_lines_of_one_step_come_back_in_order_from_step_logs() {
+    let controller = Controller::start().await;
+    let (toml, fqdns) = fleet("chatty", 1);
+    let fqdn = &fqdns[0];
+    let (mut session, _) = controller.worker(fqdn).await;
+    let id = controller.apply("chatty.toml", &toml).await.expect("apply");
+    let mut follower = controller.follow(&id).await;
+    let assignment = session.assignment().await;
+    let aid = assignment.assignment_id.clone();
+    // Following from before the first line, in another case: all of it as it comes, and the
+    // stream ends with the assignment.
+    let live = controller
+        .logs_stream(&fqdn.to_uppercase(), "", "", true)
+        .await
+        .expect("StepLogs --follow");
+    let live = tokio::spawn(read_logs(live));
+
+    session.send(step_started(&aid, 0)).await;
+    let numbers: Vec<String> = (1..=20_000).map(|n| n.to_string()).collect();
+    for batch in numbers.chunks(500) {
+        session.send(output(&aid, 0, batch, false)).await;
+    }
+    session
+        .send(output(&aid, 0, &["counted".to_string()], true))
+        .await;
+    session.complete(&assignment, true).await;
+    follower.until("rollout_finished", None).await;
+
+    let mut want = numbers.clone();
+    want.push("counted".to_string());
+    let logs = controller.logs(fqdn, &id, "").await.expect("StepLogs");
+    assert_eq!(log_lines(&logs), want);
+    assert_eq!(logs.len(), 41, "one chunk per batch");
+    assert!(logs.iter().all(|c| c.step == "hello"
+        && c.step_index == 0
+        && c.attempt == 1
+        && c.assignment_id == aid
+        && c.rollout_id == id
+        && &c.server == fqdn
+        && c.dropped_lines == 0
+        && c.note.is_empty()));
+    assert!(logs[..40].iter().all(|c| !c.stderr && c.lines == 500));
+    assert!(logs[40].stderr);
+    assert!(logs[0].at.ends_with('Z'), "{}", logs[0].at);
+    let followed = bounded("the follower's end", live).await.expect("follower");
+    assert_eq!(log_lines(&followed), want);
+
+    // No event per line: the result says how many there were.
+    let events = controller.events(&id).await;
+    assert!(
+        !kinds(&events).contains(&"step_output"),
+        "{:?}",
+        kinds(&events)
+    );
+    let finished: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "step_finished")
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert_eq!(
+        finished,
+        [
+            "hello attempt 1: exit 0 (20,001 lines in 1.5s)",
+            "done attempt 1: exit 0 (0 lines in 1.5s)"
+        ]
+    );
+
+    // One step's output; a step the server does not have; a server in no rollout.
+    assert_eq!(
+        controller.logs(fqdn, &id, "done").await.expect("StepLogs"),
+        []
+    );
+    assert_eq!(
+        log_lines(&controller.logs(fqdn, "", "hello").await.expect("StepLogs")),
+        want
+    );
+    let status = controller
+        .logs(fqdn, &id, "nope")
+        .await
+        .expect_err("no such step");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(
+        status.message().contains("its steps: hello, done"),
+        "{status:?}"
+    );
+    let status = controller
+        .logs("nobody.chatty.example", "", "")
+        .await
+        .expect_err("no such server");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let status = controller.logs(fqdn, "x", "").await.expect_err("bad id");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_step_over_the_cap_keeps_its_head_and_tail_and_says_what_was_dropped() {
+    // 1,000 bytes: the first 500 and the last 500 of each attempt are kept.
+    let store = Store::connect("sqlite::memory:")
+        .await
+        .expect("store")
+        .with_max_step_output(1000);
+    let controller =
+        Controller::start_with_store(store, baton_controller::Options::default()).await;
+    let (toml, fqdns) = fleet("capped", 1);
+    let fqdn = &fqdns[0];
+    let (mut session, _) = controller.worker(fqdn).await;
+    let id = controller.apply("capped.toml", &toml).await.expect("apply");
+    let mut follower = controller.follow(&id).await;
+    let assignment = session.assignment().await;
+    let aid = assignment.assignment_id.clone();
+
+    // 500 lines of 10 bytes with their newlines, 100 at a time.
+    session.send(step_started(&aid, 0)).await;
+    let lines: Vec<String> = (1..=500).map(|n| format!("line-{n:04}")).collect();
+    for batch in lines.chunks(100) {
+        session.send(output(&aid, 0, batch, false)).await;
+    }
+    session.complete(&assignment, true).await;
+    follower.until("rollout_finished", None).await;
+
+    let logs = controller.logs(fqdn, &id, "").await.expect("StepLogs");
+    assert_eq!(
+        shown(&logs),
+        [
+            ("hello".to_string(), 1, "out", lines[..50].join("\n")),
+            ("hello".to_string(), 1, "note", "400/4000".to_string()),
+            ("hello".to_string(), 1, "out", lines[450..].join("\n")),
+        ]
+    );
+    assert_eq!(
+        logs[1].note,
+        "… 400 lines (3.9 KiB) dropped here: the controller keeps the first and the last 500 B of each step attempt's output (--max-step-output 1000 B) …"
+    );
+    assert_eq!((logs[1].text.as_str(), logs[1].lines), ("", 0));
+    let events = controller.events(&id).await;
+    let finished = events
+        .iter()
+        .find(|e| e.kind == "step_finished")
+        .expect("step_finished");
+    assert_eq!(
+        finished.detail,
+        "hello attempt 1: exit 0 (500 lines in 1.5s; 400 lines (3.9 KiB) dropped over --max-step-output)"
+    );
+}
+
+/// A rollout recorded before step output had its own table kept it as `step_output` events:
+/// `StepLogs` shows them too.
+#[tokio::test]
+async fn output_recorded_as_events_by_an_older_controller_is_still_shown() {
+    let dir = std::env::temp_dir().join(format!("baton-legacy-output-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}", dir.join("baton.db").display());
+    let (toml, fqdns) = fleet("legacy", 2);
+    let store = Store::connect(&url).await.expect("store");
+    let rollout = store
+        .create_rollout(&baton_store::NewRollout {
+            fleet_name: "legacy.toml".into(),
+            fleet_toml: toml.clone(),
+            runbook_name: "noop.toml".into(),
+            runbook_toml: RUNBOOK.into(),
+            params_json: "{}".into(),
+            planned_makespan_ms: 1,
+            lower_bound_ms: 1,
+        })
+        .await
+        .expect("rollout");
+    for (kind, detail) in [
+        ("rollout_started", "old"),
+        ("step_started", "hello attempt 1"),
+        ("step_output", "hello stdout: updating se01"),
+        ("step_output", "hello stderr: careful: now"),
+        ("step_finished", "hello attempt 1: exit 0"),
+        ("step_output", "done stdout: ok"),
+    ] {
+        store
+            .append_event(&baton_store::NewEvent {
+                rollout_id: rollout.id,
+                server: Some(fqdns[0].clone()),
+                pool: Some(fqdns[0].clone()),
+                kind: kind.into(),
+                detail: detail.into(),
+            })
+            .await
+            .expect("event");
+    }
+    store
+        .set_rollout_state(rollout.id, "finished")
+        .await
+        .expect("finished");
+    store.close().await;
+
+    let controller = Controller::start_on(&url).await;
+    let id = rollout.id.to_string();
+    let logs = controller.logs(&fqdns[0], &id, "").await.expect("StepLogs");
+    assert_eq!(
+        shown(&logs),
+        [
+            ("hello".to_string(), 0, "out", "updating se01".to_string()),
+            ("hello".to_string(), 0, "err", "careful: now".to_string()),
+            ("done".to_string(), 0, "out", "ok".to_string()),
+        ]
+    );
+    let hello = controller
+        .logs(&fqdns[0], &id, "hello")
+        .await
+        .expect("StepLogs");
+    assert_eq!(hello.len(), 2);
+    assert_eq!(
+        controller.logs(&fqdns[1], &id, "").await.expect("StepLogs"),
+        []
+    );
+    let status = controller
+        .logs("se09.legacy.example", &id, "")
+        .await
+        .expect_err("not in the fleet");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let status = controller
+        .logs(&fqdns[0], "99", "")
+        .await
+        .expect_err("no such rollout");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -233,6 +233,12 @@ impl Ledger {
         }
     }
 
+    /// The last attempt of its next step reported started, if any: the attempt that output
+    /// from an older worker (which does not say) belongs to.
+    pub fn started_attempt(&self, id: &str) -> Option<u32> {
+        self.open.get(id).and_then(|open| open.started)
+    }
+
     /// The open assignment of `server`, if any.
     pub fn open_on(&self, server: ServerId) -> Option<&str> {
         self.open

@@ -41,7 +41,10 @@ impl Store {
                 url: redact_url(url),
             });
         };
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            max_step_output: crate::DEFAULT_MAX_STEP_OUTPUT,
+        })
     }
 }
 

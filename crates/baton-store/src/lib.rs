@@ -1,4 +1,5 @@
-//! Baton's durable store: rollouts, workers and an append-only event log per rollout.
+//! Baton's durable store: rollouts, workers, an append-only event log per rollout, and each
+//! step attempt's output (capped, apart from the log: `output.rs`).
 //!
 //! One API over two backends: SQLite (a file in WAL mode, the embedded default, or
 //! `sqlite::memory:` for tests) and PostgreSQL (by URL). [`Store::connect`] picks the backend
@@ -10,11 +11,16 @@ mod connect;
 mod epoch;
 mod error;
 mod events;
+mod output;
 mod rollouts;
 mod time;
 mod workers;
 
 pub use crate::error::{StoreError, redact_url};
+pub use crate::output::{
+    DEFAULT_MAX_STEP_OUTPUT, NewStepOutput, OutputCursor, OutputItem, StepOutputAttempt,
+    StepOutputChunk, StepOutputFilter, StepOutputKey, dropped_text, human_bytes, thousands,
+};
 pub use crate::time::{now_ms, rfc3339_ms};
 
 use sqlx::{PgPool, SqlitePool};
@@ -23,6 +29,8 @@ use sqlx::{PgPool, SqlitePool};
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// The cap on each step attempt's stored output ([`Store::with_max_step_output`]).
+    max_step_output: u64,
 }
 
 impl std::fmt::Debug for Store {

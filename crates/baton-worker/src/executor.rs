@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use baton_proto::v1::{Assignment, Step};
 
-use crate::process::{self, AttemptOutcome};
+use crate::process::{self, AttemptOutcome, OutputBatch};
 use crate::report::Reporter;
 use crate::shell;
 use crate::trace::{self, LastAttempt};
@@ -151,7 +151,7 @@ impl ShellExecutor {
             .map_err(|err| not_started(step, &err))?;
         tracing::info!(assignment = %id, step = %step.id, attempt, "step started");
         let outcome = self
-            .attempt(shell_name, step, id, index, report, timeout)
+            .attempt(shell_name, step, (id, index, attempt), report, timeout)
             .await;
         report.step_finished(id, index, attempt, &outcome);
         last.set(attempt, &outcome);
@@ -159,12 +159,13 @@ impl ShellExecutor {
         Ok(outcome)
     }
 
+    /// Runs the attempt; its output goes out in batches, all before this returns (so before
+    /// the attempt's result).
     async fn attempt(
         &self,
         shell_name: &str,
         step: &Step,
-        assignment_id: &str,
-        index: u32,
+        (assignment_id, index, attempt): (&str, u32, u32),
         report: &Reporter,
         timeout: Option<Duration>,
     ) -> AttemptOutcome {
@@ -173,11 +174,11 @@ impl ShellExecutor {
             Ok(command) => command,
             Err(err) => return AttemptOutcome::CouldNotStart(err.to_string()),
         };
-        let on_line = |line: String, stderr: bool| {
-            tracing::debug!(step = %step.id, stderr, "{line}");
-            report.step_output(assignment_id, index, line, stderr);
+        let on_output = |batch: OutputBatch| {
+            tracing::debug!(step = %step.id, stderr = batch.stderr, lines = batch.lines, "{}", batch.text);
+            report.step_output(assignment_id, index, attempt, batch);
         };
-        process::run_attempt(&command, timeout, &on_line).await
+        process::run_attempt(&command, timeout, &on_output).await
     }
 }
 
@@ -362,13 +363,18 @@ mod tests {
             .collect()
     }
 
+    /// The output lines of one stream, in order, out of their batches.
     fn lines(bodies: &[Body], stderr: bool) -> Vec<String> {
         bodies
             .iter()
             .filter_map(|b| match b {
-                Body::StepOutput(o) if o.stderr == stderr => Some(o.line.clone()),
+                Body::StepOutput(o) if o.stderr == stderr => {
+                    assert_eq!(o.text.split('\n').count(), o.lines as usize, "{o:?}");
+                    Some(o.text.split('\n').map(str::to_string).collect::<Vec<_>>())
+                }
                 _ => None,
             })
+            .flatten()
             .collect()
     }
 
@@ -388,13 +394,47 @@ mod tests {
         assert_eq!(lines(&bodies, true), ["err1"]);
         assert_eq!(starts(&bodies), [(0, 1), (1, 1)]);
         assert_eq!(step_finishes(&bodies), [(0, 1, 0, false), (1, 1, 0, false)]);
-        // Per step: started, its output, finished.
+        // Per step: started, its output (one batch per stream), finished.
         assert!(matches!(bodies[0], Body::StepStarted(_)));
-        assert!(matches!(&bodies[4], Body::StepFinished(f) if f.step_index == 0));
+        assert!(matches!(&bodies[3], Body::StepFinished(f) if f.step_index == 0));
         assert!(
-            matches!(&bodies[6], Body::StepOutput(o) if o.step_index == 1 && o.line == "second")
+            matches!(&bodies[5], Body::StepOutput(o) if o.step_index == 1 && o.attempt == 1 && o.text == "second" && o.lines == 1 && o.line.is_empty())
         );
-        assert_eq!(bodies.len(), 9);
+        assert_eq!(bodies.len(), 8);
+    }
+
+    /// 20,000 lines: a few batches of at most 64 KiB (and a line), every line once and in
+    /// order, all between the attempt's start and its result.
+    #[tokio::test]
+    async fn much_output_goes_in_batches_before_the_result() {
+        let a = assignment("sh", vec![step("count", "seq 1 20000")]);
+        let (succeeded, bodies) = run(shell(), &a).await;
+        assert!(succeeded);
+        let want: Vec<String> = (1..=20000).map(|n| n.to_string()).collect();
+        assert_eq!(lines(&bodies, false), want);
+        let batches: Vec<&baton_proto::v1::StepOutput> = bodies
+            .iter()
+            .filter_map(|b| match b {
+                Body::StepOutput(o) => Some(o),
+                _ => None,
+            })
+            .collect();
+        // 108,894 bytes of output: at least two batches, none past 64 KiB.
+        assert!(batches.len() >= 2, "{} batches", batches.len());
+        for batch in &batches {
+            assert!(
+                batch.text.len() <= process::BATCH_BYTES,
+                "{}",
+                batch.text.len()
+            );
+            assert_eq!((batch.step_index, batch.attempt), (0, 1));
+        }
+        assert!(matches!(bodies[0], Body::StepStarted(_)));
+        let finished = bodies
+            .iter()
+            .position(|b| matches!(b, Body::StepFinished(_)))
+            .expect("StepFinished");
+        assert_eq!(finished, batches.len() + 1, "every batch before the result");
     }
 
     #[tokio::test]

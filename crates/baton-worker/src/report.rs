@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::journal::{Journal, JournalError};
-use crate::process::AttemptOutcome;
+use crate::process::{AttemptOutcome, OutputBatch};
 
 /// Sends the executor's messages towards the controller.
 #[derive(Debug, Clone)]
@@ -98,12 +98,22 @@ impl Reporter {
         Ok(())
     }
 
-    pub fn step_output(&self, assignment_id: &str, step_index: u32, line: String, stderr: bool) {
+    /// A batch of an attempt's output lines (sent before the attempt's `StepFinished`).
+    pub fn step_output(
+        &self,
+        assignment_id: &str,
+        step_index: u32,
+        attempt: u32,
+        batch: OutputBatch,
+    ) {
         self.send(Body::StepOutput(StepOutput {
             assignment_id: assignment_id.to_owned(),
             step_index,
-            line,
-            stderr,
+            line: String::new(),
+            stderr: batch.stderr,
+            text: batch.text,
+            lines: batch.lines,
+            attempt,
         }));
     }
 

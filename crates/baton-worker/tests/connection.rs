@@ -301,7 +301,7 @@ async fn runs_an_assignment_and_reconnects_when_the_stream_ends() {
         match conn.next().await {
             Body::StepOutput(o) => {
                 assert_eq!((o.assignment_id.as_str(), o.step_index), ("a1", 0));
-                lines.push((o.line, o.stderr));
+                lines.push((o.text, o.stderr));
             }
             other => panic!("expected StepOutput: {other:?}"),
         }
@@ -325,7 +325,7 @@ async fn runs_an_assignment_and_reconnects_when_the_stream_ends() {
         matches!(conn.next().await, Body::StepStarted(s) if s.step_index == 1 && s.attempt == 1)
     );
     assert!(
-        matches!(conn.next().await, Body::StepOutput(o) if o.step_index == 1 && o.line == "two" && !o.stderr)
+        matches!(conn.next().await, Body::StepOutput(o) if o.step_index == 1 && o.text == "two" && !o.stderr)
     );
     assert!(
         matches!(conn.next().await, Body::StepFinished(f) if f.step_index == 1 && f.exit_code == 0)
@@ -433,7 +433,7 @@ async fn a_busy_worker_refuses_and_its_assignment_outlives_the_stream() {
     );
     std::fs::write(&go, "").unwrap();
     assert!(
-        matches!(conn.next().await, Body::StepOutput(o) if o.assignment_id == "a1" && o.line == "went")
+        matches!(conn.next().await, Body::StepOutput(o) if o.assignment_id == "a1" && o.text == "went")
     );
     assert!(
         matches!(conn.next().await, Body::StepFinished(f) if f.assignment_id == "a1" && f.exit_code == 0)
@@ -459,7 +459,7 @@ async fn stopping_the_worker_kills_the_running_step() {
     conn.assign(assignment("a1", vec![sh_step("long", &command)]));
     conn.expect_accepted("a1").await;
     assert!(matches!(conn.next().await, Body::StepStarted(_)));
-    assert!(matches!(conn.next().await, Body::StepOutput(o) if o.line == "started"));
+    assert!(matches!(conn.next().await, Body::StepOutput(o) if o.text == "started"));
 
     h.stop().await;
     let pid: u32 = std::fs::read_to_string(&pid_file)
@@ -560,7 +560,7 @@ async fn a_restarted_worker_tells_where_its_assignment_stopped_and_resumes_from_
     assert!(matches!(conn.next().await, Body::StepStarted(s) if s.step_index == 0));
     assert!(matches!(conn.next().await, Body::StepFinished(f) if f.step_index == 0));
     assert!(matches!(conn.next().await, Body::StepStarted(s) if s.step_index == 1));
-    assert!(matches!(conn.next().await, Body::StepOutput(o) if o.line == "started"));
+    assert!(matches!(conn.next().await, Body::StepOutput(o) if o.text == "started"));
     // The process goes down in the middle of step 1.
     h.stop().await;
 

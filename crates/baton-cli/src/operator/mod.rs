@@ -4,6 +4,7 @@
 
 mod apply;
 mod events;
+mod logs;
 mod render;
 mod servers;
 pub(crate) mod status;
@@ -107,6 +108,22 @@ pub enum OperatorCommand {
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
+    /// Print what a server's steps wrote to stdout and stderr, one line per output line
+    /// (`STEP: ` before each when several steps are shown, `[stderr] ` on stderr lines), with
+    /// the controller's note where it dropped lines over its --max-step-output.
+    Logs {
+        /// The server's FQDN.
+        server: String,
+        /// The rollout id (default: the newest rollout that includes the server).
+        #[arg(long, value_name = "ID")]
+        rollout: Option<String>,
+        /// Only this step's output (every attempt).
+        #[arg(long, value_name = "ID")]
+        step: Option<String>,
+        /// Keep printing new output until the server's assignment (or the step) ends.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 /// Runs one operator command against the controller at `controller`.
@@ -173,6 +190,12 @@ async fn dispatch(url: &str, tls: &ClientTls, command: OperatorCommand) -> Resul
             follow,
             format,
         } => events::run(&mut connect().await?, id, after, follow, format).await,
+        OperatorCommand::Logs {
+            server,
+            rollout,
+            step,
+            follow,
+        } => logs::run(&mut connect().await?, server, rollout, step, follow).await,
     }
 }
 

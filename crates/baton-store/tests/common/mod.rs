@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use baton_store::{Backend, EventRow, NewEvent, NewRollout, Store, StoreError, now_ms};
+use baton_store::{
+    Backend, EventRow, NewEvent, NewRollout, NewStepOutput, OutputCursor, OutputItem,
+    StepOutputFilter, StepOutputKey, Store, StoreError, now_ms,
+};
 use sqlx::Connection as _;
 
 // ---------------------------------------------------------------------------------------------
@@ -519,6 +522,395 @@ pub async fn workers_register_heartbeat_disconnect(store: Store) {
         .await
         .unwrap();
     assert_eq!(store.workers().await.unwrap().len(), 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step output
+
+pub fn output_key(
+    rollout_id: i64,
+    assignment: &str,
+    step_index: i64,
+    attempt: i64,
+) -> StepOutputKey {
+    StepOutputKey {
+        rollout_id,
+        server: "web-01.example.test".to_string(),
+        assignment_id: assignment.to_string(),
+        step_index,
+        attempt,
+    }
+}
+
+fn output(key: &StepOutputKey, step_id: &str, stderr: bool, text: &str) -> NewStepOutput {
+    NewStepOutput {
+        key: key.clone(),
+        step_id: step_id.to_string(),
+        stderr,
+        text: text.to_string(),
+    }
+}
+
+/// What a reader gets, as `(step, attempt, "out"|"err", text)` per chunk and
+/// `(step, attempt, "dropped", "LINES/BYTES")` per drop note.
+fn shown(items: &[OutputItem]) -> Vec<(String, i64, &'static str, String)> {
+    items
+        .iter()
+        .map(|item| match item {
+            OutputItem::Chunk { step_id, chunk } => (
+                step_id.clone(),
+                chunk.attempt,
+                if chunk.stderr { "err" } else { "out" },
+                chunk.text.clone(),
+            ),
+            OutputItem::Dropped {
+                key,
+                step_id,
+                lines,
+                bytes,
+            } => (
+                step_id.clone(),
+                key.attempt,
+                "dropped",
+                format!("{lines}/{bytes}"),
+            ),
+        })
+        .collect()
+}
+
+fn row(
+    step: &str,
+    attempt: i64,
+    stream: &'static str,
+    text: &str,
+) -> (String, i64, &'static str, String) {
+    (step.to_string(), attempt, stream, text.to_string())
+}
+
+/// Everything from `cursor` on, a few chunks per call as a follower reads it.
+async fn read_all(
+    store: &Store,
+    rollout_id: i64,
+    filter: &StepOutputFilter,
+    cursor: &mut OutputCursor,
+) -> Vec<OutputItem> {
+    let mut all = Vec::new();
+    loop {
+        let items = store
+            .read_step_output(rollout_id, "web-01.example.test", filter, cursor, 2)
+            .await
+            .unwrap();
+        if items.is_empty() {
+            return all;
+        }
+        all.extend(items);
+    }
+}
+
+/// Chunks of several attempts of several steps come back in order, each with its stream;
+/// filters pick a step or an assignment; a cursor reads only what is new; counters add up.
+pub async fn step_output_is_read_back_in_order(store: Store) {
+    let id = store
+        .create_rollout(&new_rollout("alpha"))
+        .await
+        .unwrap()
+        .id;
+    let other = store.create_rollout(&new_rollout("beta")).await.unwrap().id;
+    let prepare = output_key(id, "s-1-1-1", 0, 1);
+    let patch1 = output_key(id, "s-1-1-1", 1, 1);
+    let patch2 = output_key(id, "s-1-1-1", 1, 2);
+    let retried = output_key(id, "s-1-1-2", 0, 1);
+    store
+        .append_step_output(&output(&prepare, "prepare", false, "one\ntwo"))
+        .await
+        .unwrap();
+    store
+        .append_step_output(&output(&prepare, "prepare", true, "oops"))
+        .await
+        .unwrap();
+    store
+        .append_step_output(&output(&prepare, "prepare", false, ""))
+        .await
+        .unwrap();
+    store
+        .append_step_output(&output(&patch1, "patch", true, "failed"))
+        .await
+        .unwrap();
+    let counters = store
+        .append_step_output(&output(&patch2, "patch", false, "patched\nok\ndone"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            counters.ord,
+            counters.last_chunk_seq,
+            counters.lines,
+            counters.bytes
+        ),
+        (3, 1, 3, 16)
+    );
+    assert_eq!(counters.head_end_seq, None, "far below the cap: all head");
+    // Another rollout's output of the same server is not this one's.
+    store
+        .append_step_output(&output(
+            &output_key(other, "s-2-1-1", 0, 1),
+            "prepare",
+            false,
+            "x",
+        ))
+        .await
+        .unwrap();
+
+    let all = StepOutputFilter::default();
+    let mut cursor = OutputCursor::default();
+    let items = read_all(&store, id, &all, &mut cursor).await;
+    assert_eq!(
+        shown(&items),
+        [
+            row("prepare", 1, "out", "one\ntwo"),
+            row("prepare", 1, "err", "oops"),
+            row("prepare", 1, "out", ""),
+            row("patch", 1, "err", "failed"),
+            row("patch", 2, "out", "patched\nok\ndone"),
+        ]
+    );
+    let OutputItem::Chunk { chunk, .. } = &items[0] else {
+        panic!("a chunk")
+    };
+    assert_eq!((chunk.chunk_seq, chunk.lines, chunk.bytes), (1, 2, 8));
+    assert_eq!(chunk.server, "web-01.example.test");
+    assert!(chunk.at_ms > 0);
+
+    // Nothing new: nothing read. New output of a known attempt and of a new one: just those.
+    assert_eq!(read_all(&store, id, &all, &mut cursor).await, []);
+    store
+        .append_step_output(&output(&patch2, "patch", false, "really"))
+        .await
+        .unwrap();
+    store
+        .append_step_output(&output(&retried, "prepare", false, "again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        shown(&read_all(&store, id, &all, &mut cursor).await),
+        [
+            row("patch", 2, "out", "really"),
+            row("prepare", 1, "out", "again")
+        ]
+    );
+
+    let patch_only = StepOutputFilter {
+        step_id: Some("patch".into()),
+        ..StepOutputFilter::default()
+    };
+    assert_eq!(
+        shown(&read_all(&store, id, &patch_only, &mut OutputCursor::default()).await),
+        [
+            row("patch", 1, "err", "failed"),
+            row("patch", 2, "out", "patched\nok\ndone"),
+            row("patch", 2, "out", "really"),
+        ]
+    );
+    let second_assignment = StepOutputFilter {
+        assignment_id: Some("s-1-1-2".into()),
+        ..StepOutputFilter::default()
+    };
+    assert_eq!(
+        shown(&read_all(&store, id, &second_assignment, &mut OutputCursor::default()).await),
+        [row("prepare", 1, "out", "again")]
+    );
+
+    let attempts = store
+        .step_output_attempts(id, "web-01.example.test", &all)
+        .await
+        .unwrap();
+    let order: Vec<(String, i64, i64)> = attempts
+        .iter()
+        .map(|a| (a.assignment_id.clone(), a.step_index, a.attempt))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("s-1-1-1".to_string(), 0, 1),
+            ("s-1-1-1".to_string(), 1, 1),
+            ("s-1-1-1".to_string(), 1, 2),
+            ("s-1-1-2".to_string(), 0, 1),
+        ]
+    );
+    let prepared = store.step_output_attempt(&prepare).await.unwrap().unwrap();
+    // "one", "two", "oops", "": 4 lines, 4 + 4 + 5 + 1 bytes with their newlines.
+    assert_eq!(
+        (prepared.lines, prepared.bytes, prepared.last_chunk_seq),
+        (4, 14, 3)
+    );
+    assert_eq!((prepared.dropped_lines, prepared.dropped_bytes), (0, 0));
+    assert_eq!(
+        store
+            .step_output_attempt(&output_key(id, "s-9", 0, 1))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .latest_step_output_rollout("WEB-01.example.test")
+            .await
+            .unwrap(),
+        Some(other)
+    );
+    assert_eq!(
+        store
+            .latest_step_output_rollout("nobody.example.test")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// `line-001` … : 9 bytes each with its newline.
+fn numbered(lines: std::ops::RangeInclusive<u32>) -> String {
+    lines
+        .map(|n| format!("line-{n:03}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Over the cap (100 bytes: a head and a tail of 50), an attempt keeps its first lines and its
+/// last ones, and a reader is told exactly how much went between them: once, where it went,
+/// also a reader that had read some of it before it went.
+pub async fn step_output_over_the_cap_keeps_head_and_tail(store: Store) {
+    let store = store.with_max_step_output(100);
+    assert_eq!(store.max_step_output(), 100);
+    let id = store
+        .create_rollout(&new_rollout("alpha"))
+        .await
+        .unwrap()
+        .id;
+    let key = output_key(id, "s-1-1-1", 0, 1);
+    let all = StepOutputFilter::default();
+
+    // 10 lines: 5 fit the head (45 bytes; a 6th would make 54), 5 start the tail.
+    let first = store
+        .append_step_output(&output(&key, "install", false, &numbered(1..=10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first.head_end_seq,
+            first.head_bytes,
+            first.tail_lines,
+            first.tail_bytes,
+            first.last_chunk_seq
+        ),
+        (Some(1), 45, 5, 45, 2)
+    );
+    let mut follower = OutputCursor::default();
+    assert_eq!(
+        shown(&read_all(&store, id, &all, &mut follower).await),
+        [
+            row("install", 1, "out", &numbered(1..=5)),
+            row("install", 1, "out", &numbered(6..=10))
+        ]
+    );
+
+    // 90 more lines, 10 at a time: the tail keeps the last 5 (45 bytes).
+    let mut last = first;
+    for start in (11..=91).step_by(10) {
+        last = store
+            .append_step_output(&output(
+                &key,
+                "install",
+                false,
+                &numbered(start..=start + 9),
+            ))
+            .await
+            .unwrap();
+        assert!(last.tail_bytes <= 50, "{last:?}");
+    }
+    assert_eq!((last.lines, last.bytes), (100, 900));
+    assert_eq!((last.dropped_lines, last.dropped_bytes), (90, 810));
+    assert_eq!((last.tail_lines, last.tail_bytes), (5, 45));
+
+    // A new reader: the head, the note, the tail.
+    assert_eq!(
+        shown(&read_all(&store, id, &all, &mut OutputCursor::default()).await),
+        [
+            row("install", 1, "out", &numbered(1..=5)),
+            row("install", 1, "dropped", "90/810"),
+            row("install", 1, "out", &numbered(96..=100)),
+        ]
+    );
+    // The follower had read lines 6-10 before they went: it is told of the other 85.
+    assert_eq!(
+        shown(&read_all(&store, id, &all, &mut follower).await),
+        [
+            row("install", 1, "dropped", "85/765"),
+            row("install", 1, "out", &numbered(96..=100)),
+        ]
+    );
+    assert_eq!(read_all(&store, id, &all, &mut follower).await, []);
+
+    // Shrinking the tail by hand: its 2 last lines stay, 3 more are counted.
+    let trimmed = store.trim_step_output(&key, 18).await.unwrap().unwrap();
+    assert_eq!((trimmed.tail_lines, trimmed.tail_bytes), (2, 18));
+    assert_eq!((trimmed.dropped_lines, trimmed.dropped_bytes), (93, 837));
+    assert_eq!(
+        shown(&read_all(&store, id, &all, &mut OutputCursor::default()).await),
+        [
+            row("install", 1, "out", &numbered(1..=5)),
+            row("install", 1, "dropped", "93/837"),
+            row("install", 1, "out", &numbered(99..=100)),
+        ]
+    );
+    assert_eq!(
+        store
+            .trim_step_output(&output_key(id, "s-9", 0, 1), 0)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // One chunk bigger than head and tail together: split, its middle dropped at once.
+    let big = output_key(id, "s-1-1-1", 1, 1);
+    let counters = store
+        .append_step_output(&output(&big, "verify", true, &numbered(1..=30)))
+        .await
+        .unwrap();
+    assert_eq!((counters.dropped_lines, counters.dropped_bytes), (20, 180));
+    let verify = StepOutputFilter {
+        step_id: Some("verify".into()),
+        ..StepOutputFilter::default()
+    };
+    assert_eq!(
+        shown(&read_all(&store, id, &verify, &mut OutputCursor::default()).await),
+        [
+            row("verify", 1, "err", &numbered(1..=5)),
+            row("verify", 1, "dropped", "20/180"),
+            row("verify", 1, "err", &numbered(26..=30)),
+        ]
+    );
+
+    // A first line that does not fit the head at all: no head, the note first.
+    let wide = output_key(id, "s-1-1-1", 2, 1);
+    let long = "x".repeat(60);
+    store
+        .append_step_output(&output(&wide, "wide", false, &format!("{long}\nshort")))
+        .await
+        .unwrap();
+    let attempt = store.step_output_attempt(&wide).await.unwrap().unwrap();
+    assert_eq!(attempt.head_end_seq, Some(0));
+    assert_eq!((attempt.dropped_lines, attempt.dropped_bytes), (1, 61));
+    let only_wide = StepOutputFilter {
+        step_id: Some("wide".into()),
+        ..StepOutputFilter::default()
+    };
+    assert_eq!(
+        shown(&read_all(&store, id, &only_wide, &mut OutputCursor::default()).await),
+        [
+            row("wide", 1, "dropped", "1/61"),
+            row("wide", 1, "out", "short")
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
