@@ -54,12 +54,22 @@ struct WorkerLink {
     tx: WorkerTx,
     /// The heartbeat interval it was told in its Welcome.
     heartbeat: Duration,
+    /// What it said in its Hello, as registered.
+    registration: baton_store::WorkerRow,
     /// The last message of any kind from it.
     seen: Instant,
 }
 
 /// A worker silent this long (no heartbeat, no report) is taken as lost, by default.
 pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Something that leaves the controller once the owner's batch is committed.
+enum Deferred {
+    /// An assignment to its server's worker: rollout, server, assignment id.
+    Deliver(i64, ServerId, String),
+    /// Any other message to one stream.
+    Send(WorkerTx, v1::controller_message::Body),
+}
 
 pub struct Engine {
     log: EventLog,
@@ -94,6 +104,11 @@ pub struct Engine {
     trace_feed: Option<tokio::sync::broadcast::Receiver<baton_store::EventRow>>,
     /// Set when the controller stops: workers' streams ending then are not lost workers.
     stopping: bool,
+    /// Registrations (Hello) and disconnects not yet written to the store, by
+    /// [`worker_key`]: written in one batch every watch round.
+    unsaved_workers: HashMap<String, baton_store::WorkerRow>,
+    /// What the owner's open batch will send once its events are committed.
+    deferred: Vec<Deferred>,
     /// Last-seen times (Unix ms) not yet written to the store, by FQDN: written in one batch
     /// every [`LAST_SEEN_FLUSH_EVERY`].
     unsaved_seen: HashMap<String, i64>,
@@ -136,6 +151,8 @@ impl Engine {
             lost: HashMap::new(),
             drops: HashMap::new(),
             unsaved_seen: HashMap::new(),
+            deferred: Vec::new(),
+            unsaved_workers: HashMap::new(),
             last_seen_flushed: Instant::now(),
             last_reaped: Instant::now(),
             next_connection: 1,
@@ -466,6 +483,16 @@ impl Engine {
     /// `baton servers`: the store's worker rows (read without the engine's lock, so a fleet's
     /// worth of rows does not hold up the owner loop), completed from memory.
     pub fn servers_from(&self, rows: Vec<baton_store::WorkerRow>) -> v1::ListServersResponse {
+        // Registrations not yet written replace or complete the store's rows.
+        let mut rows: BTreeMap<String, baton_store::WorkerRow> = rows
+            .into_iter()
+            .map(|row| (worker_key(&row.fqdn), row))
+            .collect();
+        for (key, row) in &self.unsaved_workers {
+            rows.insert(key.clone(), row.clone());
+        }
+        let mut rows: Vec<baton_store::WorkerRow> = rows.into_values().collect();
+        rows.sort_by(|a, b| a.fqdn.cmp(&b.fqdn));
         v1::ListServersResponse {
             workers: rows
                 .into_iter()
@@ -515,8 +542,13 @@ impl Engine {
             self.last_reaped = Instant::now();
             self.reap_silent_workers().await;
         }
+        self.flush_registrations().await;
         if self.last_seen_flushed.elapsed() >= LAST_SEEN_FLUSH_EVERY {
             self.flush_last_seen().await;
+        }
+        // A batch whose commit failed left its assignments and discards waiting.
+        if !self.deferred.is_empty() && self.commit_before_acting().await {
+            self.flush_deferred();
         }
         let ids: Vec<i64> = self
             .rollouts
@@ -682,6 +714,16 @@ impl Engine {
     }
 
     async fn start(&mut self, id: i64, server: ServerId, expected_end: u64) -> Result<(), Status> {
+        if self.stopping {
+            // Its worker's stream is closed: the next controller replays the log, decides
+            // this start again and makes it.
+            tracing::debug!(
+                rollout = id,
+                server,
+                "stopping: start left to the next controller"
+            );
+            return Ok(());
+        }
         let assignment_id = self.new_assignment_id(id);
         let run = self.rollouts.get_mut(&id).expect("known rollout");
         let (fqdn, pool) = (
@@ -793,16 +835,17 @@ impl Engine {
             )));
         }
         let active = self.active_rollout_of(&hello.fqdn);
-        self.log
-            .store()
-            .worker_connected(
-                &hello.fqdn,
-                &hello.version,
-                &hello.platform,
-                active.is_some(),
-            )
-            .await
-            .map_err(store_error)?;
+        // Registered in memory; the store hears of it with the next batch of registrations
+        // (every quarter second), so a fleet connecting at once is a few writes, not one each.
+        let registration = baton_store::WorkerRow {
+            fqdn: hello.fqdn.clone(),
+            version: hello.version.clone(),
+            platform: hello.platform.clone(),
+            known: active.is_some(),
+            connected: true,
+            last_heartbeat_ms: Some(baton_store::now_ms()),
+        };
+        self.unsaved_seen.remove(&hello.fqdn);
         let connection = self.next_connection;
         self.next_connection += 1;
         let heartbeat = heartbeat_interval(self.workers.len());
@@ -871,8 +914,11 @@ impl Engine {
                 tx,
                 heartbeat,
                 seen: Instant::now(),
+                registration: registration.clone(),
             },
         );
+        self.unsaved_workers
+            .insert(worker_key(&hello.fqdn), registration);
         self.lost.remove(&worker_key(&hello.fqdn));
         for (id, server, assignment_id) in undelivered {
             self.deliver(id, server, &assignment_id).await;
@@ -1104,6 +1150,18 @@ impl Engine {
     /// Sends a server's assignment to its worker, or keeps it for when the worker connects.
     /// True if it was sent.
     async fn deliver(&mut self, id: i64, server: ServerId, assignment_id: &str) -> bool {
+        if self.log.in_batch() {
+            // Sent once the owner's batch is committed: one commit for the batch, and
+            // write-ahead all the same.
+            let run = self.rollouts.get_mut(&id).expect("known rollout");
+            if self.workers.contains_key(&worker_key(run.fqdn(server))) {
+                self.deferred
+                    .push(Deferred::Deliver(id, server, assignment_id.to_string()));
+                return true;
+            }
+            run.undelivered.insert(server);
+            return false;
+        }
         // Write-ahead: what led to this assignment is committed before it leaves.
         let committed = self.commit_before_acting().await;
         let run = self.rollouts.get_mut(&id).expect("known rollout");
@@ -1122,6 +1180,37 @@ impl Engine {
             run.undelivered.insert(server);
         }
         sent
+    }
+
+    /// Sends what the owner's batch deferred (assignments, discards), now that its events are
+    /// committed. Call only after a successful commit.
+    pub fn flush_deferred(&mut self) {
+        for deferred in std::mem::take(&mut self.deferred) {
+            match deferred {
+                Deferred::Deliver(id, server, assignment_id) => {
+                    let Some(run) = self.rollouts.get_mut(&id) else {
+                        continue;
+                    };
+                    let message =
+                        run.assignment(&assignment_id, server, self.epoch, &self.store_id);
+                    let sent =
+                        self.workers
+                            .get(&worker_key(run.fqdn(server)))
+                            .is_some_and(|link| {
+                                send(&link.tx, v1::controller_message::Body::Assignment(message))
+                            });
+                    if sent {
+                        run.ledger.delivered(&assignment_id);
+                    } else {
+                        // Its worker went meanwhile: delivered when it says hello again.
+                        run.undelivered.insert(server);
+                    }
+                }
+                Deferred::Send(tx, body) => {
+                    send(&tx, body);
+                }
+            }
+        }
     }
 
     /// Commits the events of the open batch, if any, before something leaves the controller.
@@ -1167,14 +1256,19 @@ impl Engine {
     /// is the same interruption: counted, not recorded again.
     async fn lose(&mut self, fqdn: &str, how: &str) {
         let key = worker_key(fqdn);
-        self.workers.remove(&key);
+        if let Some(link) = self.workers.remove(&key) {
+            let last_seen = self.unsaved_seen.remove(&link.registration.fqdn);
+            let registration = baton_store::WorkerRow {
+                connected: false,
+                last_heartbeat_ms: last_seen.or(link.registration.last_heartbeat_ms),
+                ..link.registration
+            };
+            self.unsaved_workers.insert(key.clone(), registration);
+        }
         self.lost.insert(key.clone(), Instant::now());
         let drops = self.drops.entry(key).or_insert((0, 0));
         *drops = (drops.0 + 1, baton_store::now_ms());
         self.telemetry.metrics.worker_drops.add(1, &[]);
-        if let Err(err) = self.log.store().worker_disconnected(fqdn).await {
-            tracing::error!(%err, %fqdn, "could not record a disconnect");
-        }
         tracing::info!(%fqdn, how, "worker gone");
         let mut first_drops = Vec::new();
         for run in self
@@ -1238,6 +1332,19 @@ impl Engine {
             .await
             .map_err(store_error)?;
         Ok(())
+    }
+
+    /// Writes the registrations and disconnects gathered since the last flush, in one batch.
+    pub async fn flush_registrations(&mut self) {
+        if self.unsaved_workers.is_empty() {
+            return;
+        }
+        let rows: Vec<baton_store::WorkerRow> = self.unsaved_workers.values().cloned().collect();
+        match self.log.store().workers_upsert(&rows).await {
+            Ok(()) => self.unsaved_workers.clear(),
+            // Kept for the next round; `baton servers` shows them from memory meanwhile.
+            Err(err) => tracing::warn!(%err, workers = rows.len(), "could not record workers"),
+        }
     }
 
     /// Writes the last-seen times gathered since the last flush, in one batch.
@@ -1339,10 +1446,11 @@ impl Engine {
 
     /// Tells a worker that nothing it says about `assignment_id` will ever count: it archives
     /// the assignment's journal entry and stops sending it. The stream stays open.
-    async fn discard(&self, fqdn: &str, assignment_id: &str, refusal: &Refusal) {
+    async fn discard(&mut self, fqdn: &str, assignment_id: &str, refusal: &Refusal) {
         let reason = format!("assignment {assignment_id}: {refusal}");
         if *refusal == Refusal::Settled {
-            tracing::info!(%fqdn, "{reason}: its worker is told to archive it");
+            // Every replay after a reconnect ends so: routine, and many at fleet scale.
+            tracing::debug!(%fqdn, "{reason}: its worker is told to archive it");
         } else {
             tracing::warn!(%fqdn, "report discarded: {reason}");
         }
@@ -1350,19 +1458,19 @@ impl Engine {
             .metrics
             .reports_discarded
             .add(1, &[opentelemetry::KeyValue::new("reason", refusal.code())]);
-        // A discard of a settled assignment makes the worker archive its result: the result
-        // is committed first.
-        if !self.commit_before_acting().await {
+        let Some(link) = self.workers.get(&worker_key(fqdn)) else {
             return;
-        }
-        if let Some(link) = self.workers.get(&worker_key(fqdn)) {
-            send(
-                &link.tx,
-                v1::controller_message::Body::Discard(v1::Discard {
-                    assignment_id: assignment_id.to_string(),
-                    reason,
-                }),
-            );
+        };
+        let body = v1::controller_message::Body::Discard(v1::Discard {
+            assignment_id: assignment_id.to_string(),
+            reason,
+        });
+        // A discard of a settled assignment makes the worker archive its result: the result
+        // is committed first (with the owner's batch, or now).
+        if self.log.in_batch() {
+            self.deferred.push(Deferred::Send(link.tx.clone(), body));
+        } else if self.commit_before_acting().await {
+            send(&link.tx, body);
         }
     }
 

@@ -92,6 +92,11 @@ impl EventLog {
         self.batch.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether a batch is open.
+    pub fn in_batch(&self) -> bool {
+        self.batch().open
+    }
+
     /// Opens a batch: appends wait for [`EventLog::commit`] or [`EventLog::end_batch`].
     pub fn begin_batch(&self) {
         self.batch().open = true;

@@ -69,6 +69,8 @@ async fn own(
         let began = Instant::now();
         match engine.log().end_batch().await {
             Ok(events) => {
+                // Write-ahead: what the batch decided leaves only now.
+                engine.flush_deferred();
                 let metrics = &telemetry.metrics;
                 metrics.batch_messages.record(size as u64, &[]);
                 if events > 0 {
@@ -78,7 +80,7 @@ async fn own(
                         .record(began.elapsed().as_secs_f64(), &[]);
                 }
             }
-            // Kept in memory for the next commit; nothing that depends on them has left.
+            // Kept in memory for the next commit, and what depends on them waits with them.
             Err(err) => tracing::error!(%err, "committing a batch of events"),
         }
         for (fqdn, connection, tx, status) in refused {

@@ -109,6 +109,7 @@ impl ControllerHandle {
         // the last heartbeats reach the store.
         {
             let mut engine = self.engine.lock().await;
+            engine.flush_registrations().await;
             engine.flush_last_seen().await;
             engine.publish_metrics();
         }
@@ -169,12 +170,10 @@ pub async fn start_with(
     listen: SocketAddr,
     options: Options,
 ) -> Result<ControllerHandle, ControllerError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| ControllerError::Bind {
-            addr: listen,
-            source,
-        })?;
+    let listener = listen_with_backlog(listen).map_err(|source| ControllerError::Bind {
+        addr: listen,
+        source,
+    })?;
     let addr = listener
         .local_addr()
         .map_err(|source| ControllerError::Bind {
@@ -306,6 +305,24 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+}
+
+/// Connections the kernel may queue before the controller accepts them: a fleet reconnecting
+/// at once after a restart must not overflow it (a full queue costs each late worker a 1 s
+/// SYN retransmit). Linux caps it at `net.core.somaxconn`.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+fn listen_with_backlog(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does on Unix: a restarted controller can bind at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// How often back-end outages are checked against their budgets.

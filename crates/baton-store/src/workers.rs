@@ -35,6 +35,55 @@ impl Store {
         Ok(())
     }
 
+    /// Registers or updates many workers at once (their version, platform, `known`,
+    /// connected flag and last-seen time): one statement per few hundred workers, so that a
+    /// fleet connecting or disconnecting together costs a handful of writes, not one each.
+    pub async fn workers_upsert(&self, workers: &[WorkerRow]) -> Result<(), StoreError> {
+        /// Rows per statement: 6 parameters each, far below both backends' limits.
+        const CHUNK: usize = 500;
+        for chunk in workers.chunks(CHUNK) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = 6 * i;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO workers (fqdn, version, platform, known, connected, last_heartbeat_ms) \
+                 VALUES {} ON CONFLICT (fqdn) DO UPDATE SET version = excluded.version, \
+                 platform = excluded.platform, known = excluded.known, \
+                 connected = excluded.connected, last_heartbeat_ms = excluded.last_heartbeat_ms",
+                rows.join(", ")
+            );
+            with_pool!(self, |p| {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                for worker in chunk {
+                    query = query
+                        .bind(&worker.fqdn)
+                        .bind(&worker.version)
+                        .bind(&worker.platform)
+                        .bind(worker.known)
+                        .bind(worker.connected)
+                        .bind(worker.last_heartbeat_ms);
+                }
+                query.execute(p).await.map(|_| ())
+            })
+            .map_err(StoreError::query(format!(
+                "registering {} workers",
+                chunk.len()
+            )))?;
+        }
+        Ok(())
+    }
+
     /// Records a heartbeat now. Fails with [`StoreError::WorkerNotFound`] for a worker that
     /// never connected.
     pub async fn worker_heartbeat(&self, fqdn: &str) -> Result<(), StoreError> {

@@ -79,6 +79,7 @@ suite! {
         batches_of_events_keep_seq_contiguous,
         workers_register_heartbeat_disconnect,
         last_seen_times_are_written_in_batches,
+        workers_are_registered_in_batches,
         step_output_is_read_back_in_order,
         step_output_over_the_cap_keeps_head_and_tail,
     ],

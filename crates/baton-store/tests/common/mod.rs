@@ -1132,3 +1132,27 @@ pub async fn batches_of_events_keep_seq_contiguous(store: Store) {
         "all or none"
     );
 }
+
+/// Many workers registered and updated in one call (several statements past 500): new ones
+/// are inserted, known ones updated, whatever their number.
+pub async fn workers_are_registered_in_batches(store: Store) {
+    store
+        .worker_connected("w0.example.test", "0.0.1", "linux", false)
+        .await
+        .unwrap();
+    let rows: Vec<baton_store::WorkerRow> = (0..1200)
+        .map(|i| baton_store::WorkerRow {
+            fqdn: format!("w{i}.example.test"),
+            version: "0.2.0".into(),
+            platform: "windows".into(),
+            known: i % 2 == 0,
+            connected: i % 3 != 0,
+            last_heartbeat_ms: Some(1_000 + i),
+        })
+        .collect();
+    store.workers_upsert(&rows).await.unwrap();
+    let mut stored = store.workers().await.unwrap();
+    stored.sort_by_key(|w| w.last_heartbeat_ms);
+    assert_eq!(stored, rows, "every row as given, w0 updated");
+    assert!(store.workers_upsert(&[]).await.is_ok());
+}
