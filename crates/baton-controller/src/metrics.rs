@@ -76,6 +76,7 @@ pub struct ControllerMetrics {
     pub worker_drops: Counter<u64>,
     pub reports_discarded: Counter<u64>,
     pub batch_messages: Histogram<u64>,
+    pub inbox_full: Counter<u64>,
     pub batch_events: Histogram<u64>,
     pub commit_seconds: Histogram<f64>,
     _gauges: Arc<Gauges>,
@@ -388,6 +389,12 @@ impl ControllerMetrics {
             reports_discarded: meter
                 .u64_counter("baton_reports_discarded")
                 .with_description("Worker reports about an assignment that can never count.")
+                .build(),
+            inbox_full: meter
+                .u64_counter("baton_owner_inbox_full")
+                .with_description(
+                    "Times a stream's reader found the owner's inbox full and waited (backpressure).",
+                )
                 .build(),
             batch_messages: meter
                 .u64_histogram("baton_owner_batch_messages")

@@ -18,7 +18,8 @@ use tokio::sync::{Mutex, mpsc};
 use crate::engine::{Engine, WorkerTx};
 use crate::metrics::Telemetry;
 
-/// Messages the readers may queue ahead of the owner before they wait.
+/// Messages the readers may queue ahead of the owner before they wait (the default of
+/// `Options::owner_inbox`).
 pub const INBOX: usize = 4096;
 /// Messages applied per batch (and per transaction) at most.
 pub const MAX_BATCH: usize = 1024;
@@ -38,8 +39,9 @@ pub type Inbox = mpsc::Sender<Inbound>;
 pub fn spawn(
     engine: Arc<Mutex<Engine>>,
     telemetry: Arc<Telemetry>,
+    capacity: usize,
 ) -> (Inbox, tokio::task::JoinHandle<()>) {
-    let (inbox, messages) = mpsc::channel(INBOX);
+    let (inbox, messages) = mpsc::channel(capacity.max(1));
     let task = tokio::spawn(own(engine, telemetry, messages));
     (inbox, task)
 }
@@ -90,5 +92,18 @@ async fn own(
             engine.gone(&fqdn, connection).await;
             let _ = tx.send(Err(status));
         }
+    }
+}
+
+/// Hands a message to the owner, waiting while its inbox is full (backpressure: the reader
+/// stops reading, and HTTP/2 flow control holds the worker). False once the owner has stopped.
+pub async fn hand_over(inbox: &Inbox, message: Inbound, telemetry: &Telemetry) -> bool {
+    match inbox.try_send(message) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(message)) => {
+            telemetry.metrics.inbox_full.add(1, &[]);
+            inbox.send(message).await.is_ok()
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }

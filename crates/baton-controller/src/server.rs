@@ -141,6 +141,9 @@ pub struct Options {
     pub finished_series_kept: std::time::Duration,
     /// Serve gRPC over TLS (`None`: plain HTTP/2).
     pub tls: Option<ServerTls>,
+    /// Worker messages the streams' readers may queue ahead of the owner loop before they
+    /// wait (and HTTP/2 flow control holds the workers back).
+    pub owner_inbox: usize,
     /// Record each rollout's trace (`rollout` → `server.update` → `step`) on the global
     /// tracer provider, and send each step's trace context to its worker.
     pub traces: bool,
@@ -155,6 +158,7 @@ impl Default for Options {
             traces: false,
             finished_series_kept: FINISHED_SERIES_KEPT,
             tls: None,
+            owner_inbox: crate::owner::INBOX,
         }
     }
 }
@@ -228,7 +232,11 @@ pub async fn start_with(
         None => (None, None),
     };
     let watchdog = tokio::spawn(watch_budgets(Arc::clone(&engine)));
-    let (inbox, owner) = crate::owner::spawn(Arc::clone(&engine), Arc::clone(&telemetry));
+    let (inbox, owner) = crate::owner::spawn(
+        Arc::clone(&engine),
+        Arc::clone(&telemetry),
+        options.owner_inbox,
+    );
     // HTTP/2 pings find dead connections (a worker host gone, a NAT that forgot the flow)
     // without waiting for heartbeats, which a large fleet sends only every few seconds.
     let mut builder = Server::builder()
@@ -274,6 +282,7 @@ pub async fn start_with(
         .add_service(WorkerServiceServer::new(WorkerGrpc {
             engine: Arc::clone(&engine),
             inbox,
+            telemetry: Arc::clone(&telemetry),
             client_certificates,
         }))
         .add_service(operator_service);

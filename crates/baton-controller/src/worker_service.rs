@@ -21,6 +21,7 @@ pub struct WorkerGrpc {
     pub engine: Arc<Mutex<Engine>>,
     /// The owner loop's inbox.
     pub inbox: crate::owner::Inbox,
+    pub telemetry: Arc<crate::metrics::Telemetry>,
     /// Client certificates are required: a worker speaks only for the server its names.
     pub client_certificates: bool,
 }
@@ -61,6 +62,7 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
         let connection = self.engine.lock().await.hello(&hello, tx.clone()).await?;
         let engine = Arc::clone(&self.engine);
         let inbox = self.inbox.clone();
+        let telemetry = Arc::clone(&self.telemetry);
         let fqdn: Arc<str> = hello.fqdn.into();
         tokio::spawn(async move {
             loop {
@@ -86,15 +88,13 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
                     let _ = tx.send(Err(status));
                     break;
                 };
-                let handed = inbox
-                    .send(crate::owner::Inbound {
-                        fqdn: Arc::clone(&fqdn),
-                        connection,
-                        body,
-                        tx: tx.clone(),
-                    })
-                    .await;
-                if handed.is_err() {
+                let message = crate::owner::Inbound {
+                    fqdn: Arc::clone(&fqdn),
+                    connection,
+                    body,
+                    tx: tx.clone(),
+                };
+                if !crate::owner::hand_over(&inbox, message, &telemetry).await {
                     // The owner has stopped: the controller is shutting down.
                     break;
                 }

@@ -3,7 +3,8 @@
 //! repeated step reports as fast as the stream takes them. Every worker stays connected, every
 //! server succeeds, no event is lost (`seq` contiguous, each server's reports all recorded),
 //! and the owner loop applied messages in batches (its histogram says more than one message per
-//! batch on average), one transaction per batch.
+//! batch on average), one transaction per batch. The owner's inbox is kept small, so the flood
+//! fills it: the readers wait (backpressure, counted) and no worker is dropped for it.
 //!
 //! Deterministic in outcome: every wait is on a response or a stream; the timeouts are only a
 //! safety net against a hang.
@@ -155,6 +156,8 @@ async fn a_flood_of_reports_is_applied_in_batches_and_drops_no_worker() {
     let store = Store::connect("sqlite::memory:").await.expect("store");
     let options = baton_controller::Options {
         http: Some("127.0.0.1:0".parse().unwrap()),
+        // A small inbox, so the flood fills it and the readers must wait.
+        owner_inbox: 16,
         ..baton_controller::Options::default()
     };
     let handle = baton_controller::start_with(store, "127.0.0.1:0".parse().unwrap(), options)
@@ -268,6 +271,9 @@ async fn a_flood_of_reports_is_applied_in_batches_and_drops_no_worker() {
     );
     let commits = sample(&text, "baton_owner_commit_seconds_count").expect("commits");
     assert!(commits <= batches, "one commit per batch at most");
+    // Backpressure engaged: readers found the inbox full and waited, and nobody was dropped.
+    let waits = sample(&text, "baton_owner_inbox_full_total").expect("inbox waits");
+    assert!(waits > 0.0, "the readers never had to wait");
 
     handle.shutdown().await.expect("shutdown");
     for worker in workers {
