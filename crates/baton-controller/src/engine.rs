@@ -17,6 +17,7 @@ use baton_proto::v1;
 use baton_store::{NewRollout, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -56,8 +57,11 @@ struct WorkerLink {
     heartbeat: Duration,
     /// What it said in its Hello, as registered.
     registration: baton_store::WorkerRow,
-    /// The last message of any kind from it.
-    seen: Instant,
+    /// When its last message of any kind arrived (Unix ms), stamped by its stream's reader
+    /// without taking the engine: heartbeats never reach the owner loop.
+    seen: Arc<AtomicI64>,
+    /// The last-seen time last written to the store.
+    seen_flushed: i64,
 }
 
 /// A worker silent this long (no heartbeat, no report) is taken as lost, by default.
@@ -109,9 +113,6 @@ pub struct Engine {
     unsaved_workers: HashMap<String, baton_store::WorkerRow>,
     /// What the owner's open batch will send once its events are committed.
     deferred: Vec<Deferred>,
-    /// Last-seen times (Unix ms) not yet written to the store, by FQDN: written in one batch
-    /// every [`LAST_SEEN_FLUSH_EVERY`].
-    unsaved_seen: HashMap<String, i64>,
     last_seen_flushed: Instant,
     last_reaped: Instant,
 }
@@ -150,7 +151,6 @@ impl Engine {
             workers: HashMap::new(),
             lost: HashMap::new(),
             drops: HashMap::new(),
-            unsaved_seen: HashMap::new(),
             deferred: Vec::new(),
             unsaved_workers: HashMap::new(),
             last_seen_flushed: Instant::now(),
@@ -515,7 +515,7 @@ impl Engine {
                                 .any(|run| run.server_by_fqdn(&row.fqdn).is_some()),
                         last_heartbeat: row
                             .last_heartbeat_ms
-                            .max(self.unsaved_seen(&row.fqdn))
+                            .max(self.link_seen(&row.fqdn))
                             .map(baton_store::rfc3339_ms)
                             .unwrap_or_default(),
                         fqdn: row.fqdn,
@@ -821,7 +821,12 @@ impl Engine {
     // ---- worker side -----------------------------------------------------------------------
 
     /// A worker said hello: register it (one stream per FQDN) and welcome it.
-    pub async fn hello(&mut self, hello: &v1::Hello, tx: WorkerTx) -> Result<u64, Status> {
+    /// Returns the connection's number and the clock its reader stamps each message on.
+    pub async fn hello(
+        &mut self,
+        hello: &v1::Hello,
+        tx: WorkerTx,
+    ) -> Result<(u64, Arc<AtomicI64>), Status> {
         if !is_valid_fqdn(&hello.fqdn) {
             return Err(Status::invalid_argument(format!(
                 "hello: {:?} is not a valid FQDN",
@@ -845,10 +850,10 @@ impl Engine {
             connected: true,
             last_heartbeat_ms: Some(baton_store::now_ms()),
         };
-        self.unsaved_seen.remove(&hello.fqdn);
         let connection = self.next_connection;
         self.next_connection += 1;
         let heartbeat = heartbeat_interval(self.workers.len());
+        let seen = Arc::new(AtomicI64::new(baton_store::now_ms()));
         let note = match active {
             Some((id, _)) => format!("{} is in rollout {id}", hello.fqdn),
             None => format!(
@@ -913,7 +918,8 @@ impl Engine {
                 connection,
                 tx,
                 heartbeat,
-                seen: Instant::now(),
+                seen: Arc::clone(&seen),
+                seen_flushed: 0,
                 registration: registration.clone(),
             },
         );
@@ -946,7 +952,7 @@ impl Engine {
                 tracing::error!(%status, "could not settle an interrupted assignment");
             }
         }
-        Ok(connection)
+        Ok((connection, seen))
     }
 
     /// A worker restarted while `assignment_id` ran and its journal says where it stopped. A
@@ -1257,10 +1263,10 @@ impl Engine {
     async fn lose(&mut self, fqdn: &str, how: &str) {
         let key = worker_key(fqdn);
         if let Some(link) = self.workers.remove(&key) {
-            let last_seen = self.unsaved_seen.remove(&link.registration.fqdn);
             let registration = baton_store::WorkerRow {
                 connected: false,
-                last_heartbeat_ms: last_seen.or(link.registration.last_heartbeat_ms),
+                last_heartbeat_ms: Some(link.seen.load(Ordering::Relaxed))
+                    .max(link.registration.last_heartbeat_ms),
                 ..link.registration
             };
             self.unsaved_workers.insert(key.clone(), registration);
@@ -1350,10 +1356,17 @@ impl Engine {
     /// Writes the last-seen times gathered since the last flush, in one batch.
     pub async fn flush_last_seen(&mut self) {
         self.last_seen_flushed = Instant::now();
-        if self.unsaved_seen.is_empty() {
+        let mut seen: Vec<(String, i64)> = Vec::new();
+        for link in self.workers.values_mut() {
+            let at = link.seen.load(Ordering::Relaxed);
+            if at > link.seen_flushed {
+                link.seen_flushed = at;
+                seen.push((link.registration.fqdn.clone(), at));
+            }
+        }
+        if seen.is_empty() {
             return;
         }
-        let seen: Vec<(String, i64)> = self.unsaved_seen.drain().collect();
         if let Err(err) = self.log.store().workers_seen(&seen).await {
             // Liveness lives in memory; the store's copy is for `baton servers` after a
             // restart. The next flush tries again with newer times.
@@ -1361,9 +1374,11 @@ impl Engine {
         }
     }
 
-    /// The time a worker was last seen, as far as memory knows better than the store.
-    fn unsaved_seen(&self, fqdn: &str) -> Option<i64> {
-        self.unsaved_seen.get(fqdn).copied()
+    /// When a connected worker was last heard from (memory knows better than the store).
+    fn link_seen(&self, fqdn: &str) -> Option<i64> {
+        self.workers
+            .get(&worker_key(fqdn))
+            .map(|link| link.seen.load(Ordering::Relaxed))
     }
 
     /// Workers silent for longer than the heartbeat timeout (or three of their heartbeat
@@ -1374,7 +1389,11 @@ impl Engine {
         let silent: Vec<String> = self
             .workers
             .iter()
-            .filter(|(_, link)| link.seen.elapsed() > timeout.max(link.heartbeat * 3))
+            .filter(|(_, link)| {
+                let silent_ms = baton_store::now_ms() - link.seen.load(Ordering::Relaxed);
+                let limit = timeout.max(link.heartbeat * 3);
+                u128::try_from(silent_ms).is_ok_and(|ms| ms > limit.as_millis())
+            })
             .map(|(key, _)| key.clone())
             .collect();
         for key in silent {
@@ -1507,19 +1526,13 @@ impl Engine {
                 "this stream is no longer the worker's connection",
             ));
         }
-        if let Some(link) = self.workers.get_mut(&worker_key(fqdn)) {
-            link.seen = Instant::now();
-        }
         match body {
             Body::Hello(_) => Err(Status::failed_precondition(
                 "hello was already received on this stream",
             )),
-            // Memory only: the store hears of it in the next batch of last-seen times.
-            Body::Heartbeat(_) => {
-                self.unsaved_seen
-                    .insert(fqdn.to_string(), baton_store::now_ms());
-                Ok(())
-            }
+            // Its stream's reader stamped the time; the store hears of it in the next batch
+            // of last-seen times.
+            Body::Heartbeat(_) => Ok(()),
             Body::AssignmentAccepted(m) => {
                 if let Some((id, server)) =
                     self.judge(fqdn, &m.assignment_id, Report::Accepted).await?

@@ -59,7 +59,7 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
             crate::peer::check_worker(&peer, &hello.fqdn)?;
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let connection = self.engine.lock().await.hello(&hello, tx.clone()).await?;
+        let (connection, seen) = self.engine.lock().await.hello(&hello, tx.clone()).await?;
         let engine = Arc::clone(&self.engine);
         let inbox = self.inbox.clone();
         let telemetry = Arc::clone(&self.telemetry);
@@ -81,6 +81,12 @@ impl v1::worker_service_server::WorkerService for WorkerGrpc {
                         break;
                     }
                 };
+                // Liveness is stamped here, without the engine; a heartbeat says nothing else,
+                // so it never takes the owner's time.
+                seen.store(baton_store::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                if matches!(message.body, Some(Body::Heartbeat(_))) {
+                    continue;
+                }
                 let Some(body) = message.body else {
                     let status = Status::invalid_argument("empty message");
                     tracing::warn!(%fqdn, %status, "refused a worker message; ending its stream");
