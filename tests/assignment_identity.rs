@@ -11,6 +11,7 @@
 
 #![cfg(unix)]
 
+#[macro_use]
 mod support;
 
 use std::path::Path;
@@ -19,24 +20,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::proxy::CuttingProxy;
 use support::{Backend, Cluster, Event, TempDir, wait_until};
-
-macro_rules! on_both_stores {
-    ($($test:ident),* $(,)?) => {$(
-        mod $test {
-            use super::support::Backend;
-
-            #[test]
-            fn sqlite() {
-                super::$test(Backend::Sqlite);
-            }
-
-            #[test]
-            fn postgres() {
-                super::$test(Backend::Postgres);
-            }
-        }
-    )*};
-}
 
 on_both_stores!(
     a_result_from_another_store_never_counts,

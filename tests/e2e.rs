@@ -7,6 +7,7 @@
 
 #![cfg(unix)]
 
+#[macro_use]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,25 +21,6 @@ use baton_core::audit::{audit_schedule, rule_peaks};
 use baton_core::scheduler::{Outcome, ServerRecord};
 use serde_json::Value;
 use support::{Backend, Cluster, Event, run_bounded, stderr, stdout, wait_until};
-
-/// Runs each named test body, a `fn(Backend)`, once per store.
-macro_rules! on_both_stores {
-    ($($test:ident),* $(,)?) => {$(
-        mod $test {
-            use super::support::Backend;
-
-            #[test]
-            fn sqlite() {
-                super::$test(Backend::Sqlite);
-            }
-
-            #[test]
-            fn postgres() {
-                super::$test(Backend::Postgres);
-            }
-        }
-    )*};
-}
 
 on_both_stores!(
     full_rollout_obeys_every_rule,

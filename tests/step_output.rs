@@ -9,27 +9,10 @@
 
 #![cfg(unix)]
 
+#[macro_use]
 mod support;
 
 use support::{Backend, Cluster};
-
-macro_rules! on_both_stores {
-    ($($test:ident),* $(,)?) => {$(
-        mod $test {
-            use super::support::Backend;
-
-            #[test]
-            fn sqlite() {
-                super::$test(Backend::Sqlite);
-            }
-
-            #[test]
-            fn postgres() {
-                super::$test(Backend::Postgres);
-            }
-        }
-    )*};
-}
 
 on_both_stores!(twenty_thousand_lines_on_ten_servers_at_once);
 

@@ -9,6 +9,28 @@
 pub mod pki;
 pub mod proxy;
 
+/// Runs each named test body, a `fn(Backend)`, once per store: `<test>::sqlite` and
+/// `<test>::postgres` (which says it was skipped without `BATON_TEST_POSTGRES_URL`). For test
+/// files that declare `#[macro_use] mod support;`.
+#[allow(unused_macros)]
+macro_rules! on_both_stores {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            use super::support::Backend;
+
+            #[test]
+            fn sqlite() {
+                super::$test(Backend::Sqlite);
+            }
+
+            #[test]
+            fn postgres() {
+                super::$test(Backend::Postgres);
+            }
+        }
+    )*};
+}
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File};

@@ -145,16 +145,8 @@ impl EventLog {
         detail: impl Into<String>,
     ) -> Result<EventRow, StoreError> {
         self.commit().await?;
-        let row = self
-            .store
-            .append_event(&NewEvent {
-                rollout_id,
-                server: server.map(str::to_string),
-                pool: pool.map(str::to_string),
-                kind: kind.to_string(),
-                detail: detail.into(),
-            })
-            .await?;
+        let event = new_event(rollout_id, server, pool, kind, detail.into());
+        let row = self.store.append_event(&event).await?;
         let _ = self.feed.send(row.clone());
         Ok(row)
     }
@@ -169,13 +161,7 @@ impl EventLog {
         kind: &str,
         detail: impl Into<String>,
     ) -> Result<(), StoreError> {
-        let event = NewEvent {
-            rollout_id,
-            server: server.map(str::to_string),
-            pool: pool.map(str::to_string),
-            kind: kind.to_string(),
-            detail: detail.into(),
-        };
+        let event = new_event(rollout_id, server, pool, kind, detail.into());
         {
             let mut batch = self.batch();
             if batch.open {
@@ -189,5 +175,21 @@ impl EventLog {
         // No follower listening is fine: the log is in the store.
         let _ = self.feed.send(row);
         Ok(())
+    }
+}
+
+fn new_event(
+    rollout_id: i64,
+    server: Option<&str>,
+    pool: Option<&str>,
+    kind: &str,
+    detail: String,
+) -> NewEvent {
+    NewEvent {
+        rollout_id,
+        server: server.map(str::to_string),
+        pool: pool.map(str::to_string),
+        kind: kind.to_string(),
+        detail,
     }
 }

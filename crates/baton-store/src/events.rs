@@ -1,10 +1,11 @@
 //! The append-only event log: per rollout, events numbered 1, 2, 3 … with no gap.
 //!
-//! Appending bumps the rollout's `last_seq` and inserts the event in one transaction. The
-//! `UPDATE` takes the rollout row's lock (PostgreSQL) or the database's write lock (SQLite) before
-//! it reads `last_seq`, so concurrent appenders, from any connection or process, queue up and each
-//! gets the next number. The primary key (rollout_id, seq) backs this up: should two appends ever
-//! pick the same seq, one fails and is retried (as are PostgreSQL deadlocks and serialization
+//! Appending (one event, or a batch: group commit) bumps each rollout's `last_seq` by the
+//! number of its events and inserts them, in one transaction. The `UPDATE` takes the rollout
+//! row's lock (PostgreSQL) or the database's write lock (SQLite) before it reads `last_seq`, so
+//! concurrent appenders, from any connection or process, queue up and each gets the next
+//! numbers. The primary key (rollout_id, seq) backs this up: should two appends ever pick the
+//! same seq, one fails and is retried (as are PostgreSQL deadlocks and serialization
 //! failures), up to 20 attempts.
 
 use std::time::Duration;
@@ -22,76 +23,11 @@ macro_rules! columns {
 
 impl Store {
     /// Appends one event to its rollout's log, numbered one past the rollout's last event and
-    /// stamped with the system clock. Fails with [`StoreError::RolloutNotFound`] if the rollout
-    /// does not exist.
+    /// stamped with the system clock: a batch of one (see [`Store::append_events`]). Fails
+    /// with [`StoreError::RolloutNotFound`] if the rollout does not exist.
     pub async fn append_event(&self, event: &NewEvent) -> Result<EventRow, StoreError> {
-        const BUMP: &str =
-            "UPDATE rollouts SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq";
-        const INSERT: &str = concat!(
-            "INSERT INTO events (",
-            columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        );
-        let id = event.rollout_id;
-        let mut attempt = 1;
-        loop {
-            let at_ms = now_ms();
-            let appended = with_pool!(self, |p| {
-                async {
-                    let mut tx = p.begin().await?;
-                    let seq: Option<i64> = sqlx::query_scalar(BUMP)
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    let Some(seq) = seq else {
-                        // No such rollout; dropping the transaction rolls it back.
-                        return Ok(None);
-                    };
-                    sqlx::query(INSERT)
-                        .bind(id)
-                        .bind(seq)
-                        .bind(at_ms)
-                        .bind(&event.server)
-                        .bind(&event.pool)
-                        .bind(&event.kind)
-                        .bind(&event.detail)
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    Ok::<_, sqlx::Error>(Some(seq))
-                }
-                .await
-            });
-            match appended {
-                Ok(Some(seq)) => {
-                    return Ok(EventRow {
-                        rollout_id: id,
-                        seq,
-                        at_ms,
-                        server: event.server.clone(),
-                        pool: event.pool.clone(),
-                        kind: event.kind.clone(),
-                        detail: event.detail.clone(),
-                    });
-                }
-                Ok(None) => return Err(StoreError::RolloutNotFound { id }),
-                Err(cause) if attempt < MAX_ATTEMPTS && is_conflict(self.backend(), &cause) => {
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
-                    attempt += 1;
-                }
-                Err(cause) => {
-                    let what = if attempt > 1 {
-                        format!(
-                            "appending a {:?} event to rollout {id} (attempt {attempt})",
-                            event.kind
-                        )
-                    } else {
-                        format!("appending a {:?} event to rollout {id}", event.kind)
-                    };
-                    return Err(StoreError::Query { what, cause });
-                }
-            }
-        }
+        let mut rows = self.append_events(std::slice::from_ref(event)).await?;
+        Ok(rows.pop().expect("one row per event"))
     }
 
     /// Appends several events in ONE transaction (group commit: one fsync for the lot), each
@@ -176,13 +112,19 @@ impl Store {
                     attempt += 1;
                 }
                 Err(cause) => {
-                    return Err(StoreError::Query {
-                        what: format!(
-                            "appending {} events in one transaction (attempt {attempt})",
-                            events.len()
+                    let what = match events {
+                        [event] => format!(
+                            "appending a {:?} event to rollout {}",
+                            event.kind, event.rollout_id
                         ),
-                        cause,
-                    });
+                        _ => format!("appending {} events in one transaction", events.len()),
+                    };
+                    let what = if attempt > 1 {
+                        format!("{what} (attempt {attempt})")
+                    } else {
+                        what
+                    };
+                    return Err(StoreError::Query { what, cause });
                 }
             }
         }
