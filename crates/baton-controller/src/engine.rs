@@ -113,6 +113,8 @@ pub struct Engine {
     unsaved_workers: HashMap<String, baton_store::WorkerRow>,
     /// What the owner's open batch will send once its events are committed.
     deferred: Vec<Deferred>,
+    /// Step output the owner's open batch gathered: rollout, server, chunk.
+    pending_output: Vec<(i64, ServerId, baton_store::NewStepOutput)>,
     last_seen_flushed: Instant,
     last_reaped: Instant,
 }
@@ -152,6 +154,7 @@ impl Engine {
             lost: HashMap::new(),
             drops: HashMap::new(),
             deferred: Vec::new(),
+            pending_output: Vec::new(),
             unsaved_workers: HashMap::new(),
             last_seen_flushed: Instant::now(),
             last_reaped: Instant::now(),
@@ -1219,6 +1222,41 @@ impl Engine {
         }
     }
 
+    /// Whether `connection` is still `fqdn`'s current stream.
+    pub fn is_current_connection(&self, fqdn: &str, connection: u64) -> bool {
+        self.workers
+            .get(&worker_key(fqdn))
+            .is_some_and(|link| link.connection == connection)
+    }
+
+    /// Writes the step output the owner's batch gathered, in one transaction, and counts it.
+    pub async fn flush_output(&mut self) -> Result<(), Status> {
+        if self.pending_output.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending_output);
+        let outputs: Vec<baton_store::NewStepOutput> = pending
+            .iter()
+            .map(|(_, _, output)| output.clone())
+            .collect();
+        let counted = match self.log.store().append_step_outputs(&outputs).await {
+            Ok(counted) => counted,
+            Err(err) => {
+                // Kept, ahead of anything gathered since, for the next flush.
+                let later = std::mem::replace(&mut self.pending_output, pending);
+                self.pending_output.extend(later);
+                return Err(store_error(err));
+            }
+        };
+        for ((id, server, _), counted) in pending.into_iter().zip(counted) {
+            if let Some(run) = self.rollouts.get_mut(&id) {
+                run.output
+                    .insert(server, crate::run::OutputTally::of(&counted));
+            }
+        }
+        Ok(())
+    }
+
     /// Commits the events of the open batch, if any, before something leaves the controller.
     /// False if they could not be written (they stay pending; nothing may be acted on).
     async fn commit_before_acting(&self) -> bool {
@@ -1693,6 +1731,11 @@ impl Engine {
             stderr: m.stderr,
             text,
         };
+        if self.log.in_batch() {
+            // With the rest of the owner's batch (or before this attempt's result).
+            self.pending_output.push((id, server, output));
+            return Ok(());
+        }
         let counted = self
             .log
             .store()
@@ -1713,6 +1756,15 @@ impl Engine {
         server: ServerId,
         m: &v1::StepFinished,
     ) -> Option<crate::run::OutputTally> {
+        // Output still waiting in the owner's batch is counted first.
+        if self
+            .pending_output
+            .iter()
+            .any(|(r, s, _)| (*r, *s) == (id, server))
+            && let Err(status) = self.flush_output().await
+        {
+            tracing::error!(%status, "storing a batch of step output");
+        }
         let run = self.rollouts.get_mut(&id)?;
         let fqdn = run.fqdn(server).to_string();
         let tally = run.output.remove(&server).filter(|tally| {

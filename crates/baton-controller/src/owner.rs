@@ -64,9 +64,19 @@ async fn own(
                 body,
                 tx,
             } = message;
+            // What a stream already ended still had in flight (a refused or replaced stream):
+            // nothing to apply, and nobody to tell.
+            if !engine.is_current_connection(&fqdn, connection) {
+                tracing::debug!(%fqdn, connection, "message of an ended stream dropped");
+                continue;
+            }
             if let Err(status) = engine.worker_message(&fqdn, connection, body).await {
                 refused.push((fqdn, connection, tx, status));
             }
+        }
+        // The batch's step output, in one transaction of its own.
+        if let Err(status) = engine.flush_output().await {
+            tracing::error!(%status, "storing a batch of step output");
         }
         let began = Instant::now();
         match engine.log().end_batch().await {

@@ -326,6 +326,18 @@ impl Store {
         &self,
         output: &NewStepOutput,
     ) -> Result<StepOutputAttempt, StoreError> {
+        let mut counted = self
+            .append_step_outputs(std::slice::from_ref(output))
+            .await?;
+        Ok(counted.pop().expect("one count per chunk"))
+    }
+
+    /// [`Store::append_step_output`] for several chunks, in order, in ONE transaction (the
+    /// owner loop's batch): all or none. Returns each chunk's attempt counters after it.
+    pub async fn append_step_outputs(
+        &self,
+        outputs: &[NewStepOutput],
+    ) -> Result<Vec<StepOutputAttempt>, StoreError> {
         const BUMP: &str = concat!(
             "UPDATE step_output_attempts SET last_chunk_seq = last_chunk_seq + 1 WHERE ",
             key_is!(),
@@ -352,8 +364,9 @@ impl Store {
              dropped_lines = $13, dropped_bytes = $14 WHERE ",
             key_is!()
         );
-        let key = &output.key;
-        let lines: Vec<&str> = output.text.split('\n').collect();
+        if outputs.is_empty() {
+            return Ok(Vec::new());
+        }
         let head_limit = i64::try_from(self.max_step_output / 2).unwrap_or(i64::MAX);
         let tail_limit =
             i64::try_from(self.max_step_output - self.max_step_output / 2).unwrap_or(i64::MAX);
@@ -361,84 +374,94 @@ impl Store {
         with_pool!(self, |p| {
             async {
                 let mut tx = p.begin().await?;
-                let bumped: Option<StepOutputAttempt> = bind_key!(sqlx::query_as(BUMP), key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let mut a = match bumped {
-                    Some(a) => a,
-                    None => {
-                        bind_key!(sqlx::query_as::<_, StepOutputAttempt>(CREATE), key)
-                            .bind(&output.step_id)
-                            .bind(at_ms)
-                            .fetch_one(&mut *tx)
-                            .await?
+                let mut counted = Vec::with_capacity(outputs.len());
+                for output in outputs {
+                    let key = &output.key;
+                    let lines: Vec<&str> = output.text.split('\n').collect();
+                    let bumped: Option<StepOutputAttempt> = bind_key!(sqlx::query_as(BUMP), key)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let mut a = match bumped {
+                        Some(a) => a,
+                        None => {
+                            bind_key!(sqlx::query_as::<_, StepOutputAttempt>(CREATE), key)
+                                .bind(&output.step_id)
+                                .bind(at_ms)
+                                .fetch_one(&mut *tx)
+                                .await?
+                        }
+                    };
+                    // The first chunk written now takes the bumped number.
+                    let mut seq = a.last_chunk_seq;
+                    let mut rest = &lines[..];
+                    let mut parts: Vec<(i64, &[&str])> = Vec::new();
+                    if a.head_end_seq.is_none() {
+                        let mut taken = 0;
+                        while taken < rest.len()
+                            && a.head_bytes + line_bytes(rest[taken]) <= head_limit
+                        {
+                            a.head_bytes += line_bytes(rest[taken]);
+                            taken += 1;
+                        }
+                        if taken > 0 {
+                            parts.push((seq, &rest[..taken]));
+                            seq += 1;
+                        }
+                        if taken < rest.len() {
+                            // Full: the head ends with the chunk before this one's tail part.
+                            a.head_end_seq = Some(seq - 1);
+                        }
+                        rest = &rest[taken..];
                     }
-                };
-                // The first chunk written now takes the bumped number.
-                let mut seq = a.last_chunk_seq;
-                let mut rest = &lines[..];
-                let mut parts: Vec<(i64, &[&str])> = Vec::new();
-                if a.head_end_seq.is_none() {
-                    let mut taken = 0;
-                    while taken < rest.len() && a.head_bytes + line_bytes(rest[taken]) <= head_limit
-                    {
-                        a.head_bytes += line_bytes(rest[taken]);
-                        taken += 1;
-                    }
-                    if taken > 0 {
-                        parts.push((seq, &rest[..taken]));
+                    if !rest.is_empty() {
+                        a.tail_lines += rest.len() as i64;
+                        a.tail_bytes += rest.iter().map(|l| line_bytes(l)).sum::<i64>();
+                        parts.push((seq, rest));
                         seq += 1;
                     }
-                    if taken < rest.len() {
-                        // Full: the head ends with the chunk before this one's tail part.
-                        a.head_end_seq = Some(seq - 1);
+                    a.last_chunk_seq = seq - 1;
+                    a.lines += lines.len() as i64;
+                    a.bytes += lines.iter().map(|l| line_bytes(l)).sum::<i64>();
+                    for (chunk_seq, part) in parts {
+                        let text = part.join("\n");
+                        let bytes = text.len() as i64 + 1;
+                        bind_key!(sqlx::query(INSERT), key)
+                            .bind(chunk_seq)
+                            .bind(at_ms)
+                            .bind(output.stderr)
+                            .bind(part.len() as i64)
+                            .bind(bytes)
+                            .bind(text)
+                            .execute(&mut *tx)
+                            .await?;
                     }
-                    rest = &rest[taken..];
-                }
-                if !rest.is_empty() {
-                    a.tail_lines += rest.len() as i64;
-                    a.tail_bytes += rest.iter().map(|l| line_bytes(l)).sum::<i64>();
-                    parts.push((seq, rest));
-                    seq += 1;
-                }
-                a.last_chunk_seq = seq - 1;
-                a.lines += lines.len() as i64;
-                a.bytes += lines.iter().map(|l| line_bytes(l)).sum::<i64>();
-                for (chunk_seq, part) in parts {
-                    let text = part.join("\n");
-                    let bytes = text.len() as i64 + 1;
-                    bind_key!(sqlx::query(INSERT), key)
-                        .bind(chunk_seq)
-                        .bind(at_ms)
-                        .bind(output.stderr)
-                        .bind(part.len() as i64)
-                        .bind(bytes)
-                        .bind(text)
+                    trim_tail!(tx, key, a, tail_limit);
+                    bind_key!(sqlx::query(SAVE), key)
+                        .bind(a.last_chunk_seq)
+                        .bind(a.lines)
+                        .bind(a.bytes)
+                        .bind(a.head_end_seq)
+                        .bind(a.head_bytes)
+                        .bind(a.tail_lines)
+                        .bind(a.tail_bytes)
+                        .bind(a.dropped_lines)
+                        .bind(a.dropped_bytes)
                         .execute(&mut *tx)
                         .await?;
+                    counted.push(a);
                 }
-                trim_tail!(tx, key, a, tail_limit);
-                bind_key!(sqlx::query(SAVE), key)
-                    .bind(a.last_chunk_seq)
-                    .bind(a.lines)
-                    .bind(a.bytes)
-                    .bind(a.head_end_seq)
-                    .bind(a.head_bytes)
-                    .bind(a.tail_lines)
-                    .bind(a.tail_bytes)
-                    .bind(a.dropped_lines)
-                    .bind(a.dropped_bytes)
-                    .execute(&mut *tx)
-                    .await?;
                 tx.commit().await?;
-                Ok::<_, sqlx::Error>(a)
+                Ok::<_, sqlx::Error>(counted)
             }
             .await
         })
-        .map_err(StoreError::query(format!(
-            "storing output of step {} attempt {} on {} (rollout {})",
-            key.step_index, key.attempt, key.server, key.rollout_id
-        )))
+        .map_err(StoreError::query(match outputs {
+            [output] => format!(
+                "storing output of step {} attempt {} on {} (rollout {})",
+                output.key.step_index, output.key.attempt, output.key.server, output.key.rollout_id
+            ),
+            _ => format!("storing {} chunks of step output", outputs.len()),
+        }))
     }
 
     /// Deletes an attempt's oldest tail chunks (cutting the oldest one left at a line) until
