@@ -21,6 +21,32 @@ macro_rules! columns {
     };
 }
 
+/// Events per INSERT statement: 7 parameters each, far below both backends' limits.
+const INSERT_CHUNK: usize = 400;
+
+/// `INSERT INTO events (…) VALUES (…), (…) …` for `rows` rows.
+fn insert_rows(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|i| {
+            let p = 7 * i;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7
+            )
+        })
+        .collect();
+    format!(
+        concat!("INSERT INTO events (", columns!(), ") VALUES {}"),
+        values.join(", ")
+    )
+}
+
 impl Store {
     /// Appends one event to its rollout's log, numbered one past the rollout's last event and
     /// stamped with the system clock: a batch of one (see [`Store::append_events`]). Fails
@@ -36,11 +62,6 @@ impl Store {
     pub async fn append_events(&self, events: &[NewEvent]) -> Result<Vec<EventRow>, StoreError> {
         const BUMP: &str =
             "UPDATE rollouts SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq";
-        const INSERT: &str = concat!(
-            "INSERT INTO events (",
-            columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        );
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -77,27 +98,33 @@ impl Store {
                             .iter_mut()
                             .find(|(id, _)| *id == event.rollout_id)
                             .expect("counted above");
-                        let seq = slot.1;
-                        slot.1 += 1;
-                        sqlx::query(INSERT)
-                            .bind(event.rollout_id)
-                            .bind(seq)
-                            .bind(at_ms)
-                            .bind(&event.server)
-                            .bind(&event.pool)
-                            .bind(&event.kind)
-                            .bind(&event.detail)
-                            .execute(&mut *tx)
-                            .await?;
                         rows.push(EventRow {
                             rollout_id: event.rollout_id,
-                            seq,
+                            seq: slot.1,
                             at_ms,
                             server: event.server.clone(),
                             pool: event.pool.clone(),
                             kind: event.kind.clone(),
                             detail: event.detail.clone(),
                         });
+                        slot.1 += 1;
+                    }
+                    // Many rows per statement: one round trip per few hundred events, which
+                    // is what a batch costs on PostgreSQL over the network.
+                    for chunk in rows.chunks(INSERT_CHUNK) {
+                        let sql = insert_rows(chunk.len());
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                        for row in chunk {
+                            query = query
+                                .bind(row.rollout_id)
+                                .bind(row.seq)
+                                .bind(row.at_ms)
+                                .bind(&row.server)
+                                .bind(&row.pool)
+                                .bind(&row.kind)
+                                .bind(&row.detail);
+                        }
+                        query.execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(Ok(rows))

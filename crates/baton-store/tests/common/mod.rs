@@ -1120,6 +1120,20 @@ pub async fn batches_of_events_keep_seq_contiguous(store: Store) {
         assert_eq!(seqs, want, "contiguous");
     }
 
+    // A batch larger than one INSERT statement takes: still one transaction, in order.
+    let many: Vec<NewEvent> = (0..1000)
+        .map(|i| new_event(b, "many", &i.to_string()))
+        .collect();
+    let rows = store.append_events(&many).await.unwrap();
+    let first = rows[0].seq;
+    assert!(
+        rows.iter()
+            .enumerate()
+            .all(|(i, r)| r.seq == first + i as i64 && r.detail == i.to_string())
+    );
+    let b_events = store.events(b, 0, None).await.unwrap();
+    assert_eq!(b_events.len(), 22 + 1000);
+
     let unknown = [
         new_event(a, "lost", "x"),
         new_event(a + b + 100, "lost", "y"),
