@@ -31,20 +31,22 @@ mod recover;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest heartbeat interval a large fleet is told.
 pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-/// Heartbeats the controller is willing to take per second, fleet-wide: past this many
-/// connected workers, each is told to beat less often.
-const HEARTBEATS_PER_SECOND: u64 = 1000;
+/// Heartbeats the controller is willing to take per second, fleet-wide, by default: past this
+/// many connected workers, each is told to beat less often.
+pub const HEARTBEATS_PER_SECOND: u64 = 1000;
+/// How often connected workers' heartbeat intervals are looked at again.
+const RETUNE_EVERY: Duration = Duration::from_secs(5);
 /// Last-seen times are written to the store in one batch at most this often: heartbeats only
 /// refresh memory.
 pub const LAST_SEEN_FLUSH_EVERY: Duration = Duration::from_secs(10);
 /// Silent workers are looked for this often.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 
-/// The heartbeat interval told to a worker that connects when `connected` workers already
-/// are: 1 s up to a thousand workers, then longer so that the fleet's heartbeats stay near a
-/// thousand a second (Nomad scales its heartbeat TTL the same way), at most 5 s.
-pub fn heartbeat_interval(connected: usize) -> Duration {
-    let per_worker_ms = (connected as u64).saturating_mul(1000) / HEARTBEATS_PER_SECOND;
+/// The heartbeat interval told to a worker when `connected` workers are connected: 1 s up to
+/// `per_second` workers (a thousand by default), then longer so that the fleet's heartbeats
+/// stay near `per_second` (Nomad scales its heartbeat TTL the same way), at most 5 s.
+pub fn heartbeat_interval_for(connected: usize, per_second: u64) -> Duration {
+    let per_worker_ms = (connected as u64).saturating_mul(1000) / per_second.max(1);
     Duration::from_millis(per_worker_ms).clamp(HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL)
 }
 
@@ -117,6 +119,9 @@ pub struct Engine {
     pending_output: Vec<(i64, ServerId, baton_store::NewStepOutput)>,
     last_seen_flushed: Instant,
     last_reaped: Instant,
+    last_retuned: Instant,
+    /// See [`Engine::set_heartbeats_per_second`].
+    heartbeats_per_second: u64,
 }
 
 /// The key of a worker in `Engine::workers`: FQDNs are case-insensitive (a Windows host often
@@ -158,6 +163,8 @@ impl Engine {
             unsaved_workers: HashMap::new(),
             last_seen_flushed: Instant::now(),
             last_reaped: Instant::now(),
+            last_retuned: Instant::now(),
+            heartbeats_per_second: HEARTBEATS_PER_SECOND,
             next_connection: 1,
             rollouts: BTreeMap::new(),
             next_assignment: 1,
@@ -198,6 +205,51 @@ impl Engine {
 
     pub fn set_finished_series_kept(&mut self, kept: Duration) {
         self.finished_series_kept = kept;
+    }
+
+    /// The fleet-wide heartbeat rate the intervals told to workers aim at.
+    pub fn set_heartbeats_per_second(&mut self, per_second: u64) {
+        self.heartbeats_per_second = per_second.max(1);
+    }
+
+    /// Workers told a heartbeat interval when the fleet was smaller are told a longer one (in
+    /// a new `Welcome`) once the right interval is at least twice theirs: a fleet that grew
+    /// keeps near its heartbeat rate, and each worker hears of it only a few times.
+    fn retune_heartbeats(&mut self) {
+        let connected = self.workers.len();
+        let target = heartbeat_interval_for(connected, self.heartbeats_per_second);
+        let mut retuned = 0;
+        for link in self.workers.values_mut() {
+            if target < link.heartbeat * 2 && target != MAX_HEARTBEAT_INTERVAL {
+                continue;
+            }
+            if target <= link.heartbeat {
+                continue;
+            }
+            link.heartbeat = target;
+            retuned += 1;
+            send(
+                &link.tx,
+                v1::controller_message::Body::Welcome(v1::Welcome {
+                    known: link.registration.known,
+                    note: format!(
+                        "{} workers connected: heartbeat every {} ms",
+                        connected,
+                        target.as_millis()
+                    ),
+                    heartbeat_interval_ms: u32::try_from(target.as_millis()).unwrap_or(u32::MAX),
+                    epoch: self.epoch,
+                    store_id: self.store_id.clone(),
+                }),
+            );
+        }
+        if retuned > 0 {
+            tracing::info!(
+                retuned,
+                interval_ms = target.as_millis() as u64,
+                "longer heartbeat interval told to workers"
+            );
+        }
     }
 
     /// The tracer a new rollout's trace is built with, if traces are on.
@@ -541,6 +593,10 @@ impl Engine {
     /// outage budget; at 100% the rollout stops starting servers until an operator resumes it.
     pub async fn watch(&mut self) -> Result<(), Status> {
         self.drain_trace_feed();
+        if self.last_retuned.elapsed() >= RETUNE_EVERY {
+            self.last_retuned = Instant::now();
+            self.retune_heartbeats();
+        }
         if self.last_reaped.elapsed() >= REAP_EVERY {
             self.last_reaped = Instant::now();
             self.reap_silent_workers().await;
@@ -855,7 +911,7 @@ impl Engine {
         };
         let connection = self.next_connection;
         self.next_connection += 1;
-        let heartbeat = heartbeat_interval(self.workers.len());
+        let heartbeat = heartbeat_interval_for(self.workers.len(), self.heartbeats_per_second);
         let seen = Arc::new(AtomicI64::new(baton_store::now_ms()));
         let note = match active {
             Some((id, _)) => format!("{} is in rollout {id}", hello.fqdn),
@@ -1902,6 +1958,10 @@ fn params_json(params: &HashMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn heartbeat_interval(connected: usize) -> Duration {
+        heartbeat_interval_for(connected, HEARTBEATS_PER_SECOND)
+    }
 
     #[test]
     fn large_fleets_beat_less_often_so_the_fleet_rate_stays_bounded() {

@@ -144,6 +144,9 @@ pub struct Options {
     /// Worker messages the streams' readers may queue ahead of the owner loop before they
     /// wait (and HTTP/2 flow control holds the workers back).
     pub owner_inbox: usize,
+    /// The fleet-wide heartbeat rate the intervals told to workers aim at (1 s each below
+    /// it, up to 5 s each above it).
+    pub heartbeats_per_second: u64,
     /// Record each rollout's trace (`rollout` → `server.update` → `step`) on the global
     /// tracer provider, and send each step's trace context to its worker.
     pub traces: bool,
@@ -159,6 +162,7 @@ impl Default for Options {
             finished_series_kept: FINISHED_SERIES_KEPT,
             tls: None,
             owner_inbox: crate::owner::INBOX,
+            heartbeats_per_second: crate::engine::HEARTBEATS_PER_SECOND,
         }
     }
 }
@@ -202,6 +206,7 @@ pub async fn start_with(
         let mut engine = engine.lock().await;
         engine.set_traces(options.traces);
         engine.set_finished_series_kept(options.finished_series_kept);
+        engine.set_heartbeats_per_second(options.heartbeats_per_second);
     }
     // Rollouts a previous controller left unfinished are taken over before anyone connects.
     match engine.lock().await.recover().await {

@@ -2397,3 +2397,28 @@ async fn heartbeats_refresh_memory_and_reach_the_store_in_a_batch() {
     reader.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A fleet that grows past the heartbeat rate the controller aims at: workers welcomed early
+/// (told 1 s) are told a longer interval in a second `Welcome`, on the same stream.
+#[tokio::test]
+async fn workers_welcomed_early_are_told_a_longer_heartbeat_as_the_fleet_grows() {
+    let options = baton_controller::Options {
+        // Two heartbeats a second fleet-wide: five workers already call for 2.5 s each.
+        heartbeats_per_second: 2,
+        ..baton_controller::Options::default()
+    };
+    let controller = Controller::start_with_options("sqlite::memory:", options).await;
+    let (mut first, welcome) = controller.worker("early01.grow.example").await;
+    assert_eq!(welcome.heartbeat_interval_ms, 1000);
+    let mut others = Vec::new();
+    for i in 2..=5 {
+        others.push(controller.worker(&format!("w{i:02}.grow.example")).await);
+    }
+    // The last one was told what five connected workers call for.
+    assert_eq!(others[3].1.heartbeat_interval_ms, 2000);
+    // The first is told again (the controller looks every few seconds), same store and epoch.
+    let again = first.welcome().await;
+    assert_eq!(again.heartbeat_interval_ms, 2500, "{again:?}");
+    assert_eq!(again.epoch, welcome.epoch);
+    assert_eq!(again.store_id, welcome.store_id);
+}

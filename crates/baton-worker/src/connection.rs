@@ -339,6 +339,15 @@ impl Connection {
                     ms => Duration::from_millis(ms.into()),
                 };
                 *heartbeat = heartbeat_interval(period);
+                if self.session_store.is_some() {
+                    // A later Welcome on the same stream only changes the heartbeat interval
+                    // (the fleet grew): nothing to say again.
+                    tracing::info!(
+                        heartbeat_ms = period.as_millis() as u64,
+                        "heartbeat interval changed by the controller"
+                    );
+                    return;
+                }
                 self.attempt = 0;
                 self.welcomed(welcome.store_id.clone());
                 if welcome.epoch < self.highest_epoch {

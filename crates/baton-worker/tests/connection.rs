@@ -739,3 +739,21 @@ async fn an_assignment_the_journal_cannot_record_is_refused_without_running() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_welcome_only_changes_the_heartbeat_interval() {
+    let mut h = Harness::start("web08", vec![]).await;
+    let mut conn = h.next_conn().await;
+    conn.expect_hello("web08").await;
+    conn.welcome(true, 60_000);
+    conn.assign(assignment("a1", vec![sh_step("quick", "true")]));
+    conn.expect_accepted("a1").await;
+    while !matches!(conn.next().await, Body::AssignmentFinished(_)) {}
+    // The fleet grew: the controller tells a new interval on the same stream. Nothing is said
+    // again (no replay); heartbeats come at the new pace.
+    conn.welcome(true, 20);
+    conn.only_heartbeat().await;
+    conn.only_heartbeat().await;
+    assert!(h.conns.try_recv().is_err(), "still the same stream");
+    h.stop().await;
+}
