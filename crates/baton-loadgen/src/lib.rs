@@ -30,8 +30,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::transport::Endpoint;
 
+pub use baton_worker::BackoffPolicy as Backoff;
 pub use pattern::FqdnPattern;
-pub use session::Backoff;
 pub use stats::{Latency, Snapshot, Stats};
 
 /// The controller's program name, looked for in `/proc` when no pid is given.
@@ -358,7 +358,7 @@ fn endpoint(config: &Config) -> Result<Endpoint, LoadgenError> {
         reason,
     };
     let endpoint = Endpoint::from_shared(config.controller.clone())
-        .map_err(|e| invalid(session::error_chain(&e)))?;
+        .map_err(|e| invalid(baton_telemetry::error_chain(&e)))?;
     match endpoint.uri().scheme_str() {
         Some("http") => {}
         Some("https") => {

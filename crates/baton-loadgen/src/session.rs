@@ -10,8 +10,7 @@
 // so that a field added to the contract does not break the load generator.
 #![allow(clippy::needless_update)]
 
-use std::collections::{BTreeMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -29,6 +28,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
 use crate::stats::Stats;
+// The real worker's pieces: what it says again after a reconnect, and its reconnect delays.
+use baton_telemetry::error_chain;
+use baton_worker::replay::{Replay, assignment_of};
+use baton_worker::report::message;
+use baton_worker::{Backoff, BackoffPolicy};
 
 /// Messages queued for the current stream, as in the real worker: what sits here when a stream
 /// breaks is lost, and the replay says it again.
@@ -48,33 +52,7 @@ pub struct Behaviour {
     pub output_lines: u32,
     /// `None`: `Welcome.heartbeat_interval_ms`.
     pub heartbeat: Option<Duration>,
-    pub backoff: Backoff,
-}
-
-/// Reconnect delays: the real worker's (`baton_worker::backoff`): from `initial`, doubling to
-/// `max`, each delay between half and all of the current base; back to `initial` only after a
-/// session stayed up `healthy_after`.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-    pub healthy_after: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-            healthy_after: Duration::from_secs(10),
-        }
-    }
-}
-
-/// A number in [0, 1), random enough for jitter.
-fn random_fraction() -> f64 {
-    let bits = RandomState::new().hash_one(std::time::Instant::now());
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+    pub backoff: BackoffPolicy,
 }
 
 /// Runs worker `fqdn` until the task is aborted.
@@ -97,7 +75,8 @@ pub async fn run(fqdn: String, endpoint: Endpoint, behaviour: Arc<Behaviour>, st
         resend: VecDeque::new(),
         ever_welcomed: false,
     };
-    let mut base = worker.behaviour.backoff.initial;
+    // The real worker's reconnect delays.
+    let mut backoff = Backoff::new(worker.behaviour.backoff);
     let mut attempts = 0u64;
     loop {
         attempts += 1;
@@ -106,14 +85,11 @@ pub async fn run(fqdn: String, endpoint: Endpoint, behaviour: Arc<Behaviour>, st
         }
         let began = Instant::now();
         let (kind, detail, welcomed) = worker.session().await;
-        let backoff = worker.behaviour.backoff;
-        if welcomed && began.elapsed() >= backoff.healthy_after {
-            base = backoff.initial;
+        if welcomed && began.elapsed() >= backoff.healthy_after() {
+            backoff.reset();
         }
         worker.stats.ended(&kind, &worker.fqdn, &detail);
-        let delay = base / 2 + base.mul_f64(random_fraction() / 2.0);
-        base = base.saturating_mul(2).min(backoff.max);
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -158,21 +134,6 @@ struct Open(Arc<Stats>);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.connected.fetch_sub(1, Relaxed);
-    }
-}
-
-fn message(body: Body) -> WorkerMessage {
-    WorkerMessage { body: Some(body) }
-}
-
-fn assignment_of(message: &WorkerMessage) -> Option<&str> {
-    match message.body.as_ref()? {
-        Body::AssignmentAccepted(m) => Some(&m.assignment_id),
-        Body::StepStarted(m) => Some(&m.assignment_id),
-        Body::StepOutput(m) => Some(&m.assignment_id),
-        Body::StepFinished(m) => Some(&m.assignment_id),
-        Body::AssignmentFinished(m) => Some(&m.assignment_id),
-        Body::Hello(_) | Body::Heartbeat(_) => None,
     }
 }
 
@@ -479,128 +440,4 @@ async fn execute(
         }
     }
     let _ = out.send(message_finished(&id, true, String::new())).await;
-}
-
-/// One assignment's reports as handed to streams: its acknowledgement, each step's last start
-/// and result, its result (output lines are not said again).
-#[derive(Debug, Clone)]
-struct Replay {
-    assignment_id: String,
-    store_id: String,
-    steps: BTreeMap<u32, (Option<StepStarted>, Option<StepFinished>)>,
-    finished: Option<AssignmentFinished>,
-}
-
-impl Replay {
-    fn new(assignment_id: String, store_id: String) -> Self {
-        Replay {
-            assignment_id,
-            store_id,
-            steps: BTreeMap::new(),
-            finished: None,
-        }
-    }
-
-    fn record(&mut self, message: &WorkerMessage) {
-        match &message.body {
-            Some(Body::StepStarted(m)) if m.assignment_id == self.assignment_id => {
-                self.steps.entry(m.step_index).or_default().0 = Some(m.clone());
-            }
-            Some(Body::StepFinished(m)) if m.assignment_id == self.assignment_id => {
-                self.steps.entry(m.step_index).or_default().1 = Some(m.clone());
-            }
-            Some(Body::AssignmentFinished(m)) if m.assignment_id == self.assignment_id => {
-                self.finished = Some(m.clone());
-            }
-            _ => {}
-        }
-    }
-
-    fn messages(&self) -> Vec<WorkerMessage> {
-        let mut out = vec![message(Body::AssignmentAccepted(AssignmentAccepted {
-            assignment_id: self.assignment_id.clone(),
-            ..Default::default()
-        }))];
-        for (started, finished) in self.steps.values() {
-            out.extend(started.clone().map(|m| message(Body::StepStarted(m))));
-            out.extend(finished.clone().map(|m| message(Body::StepFinished(m))));
-        }
-        out.extend(
-            self.finished
-                .clone()
-                .map(|m| message(Body::AssignmentFinished(m))),
-        );
-        out
-    }
-}
-
-/// An error and its sources, on one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_replay_says_the_acknowledgement_each_steps_last_reports_and_the_result() {
-        let mut replay = Replay::new("a".into(), "s".into());
-        for body in [
-            Body::StepStarted(StepStarted {
-                assignment_id: "a".into(),
-                step_index: 0,
-                attempt: 1,
-            }),
-            Body::StepOutput(StepOutput {
-                assignment_id: "a".into(),
-                step_index: 0,
-                line: "x".into(),
-                ..Default::default()
-            }),
-            Body::StepFinished(StepFinished {
-                assignment_id: "a".into(),
-                step_index: 0,
-                attempt: 1,
-                ..StepFinished::default()
-            }),
-            Body::StepStarted(StepStarted {
-                assignment_id: "other".into(),
-                step_index: 1,
-                attempt: 1,
-            }),
-        ] {
-            replay.record(&message(body));
-        }
-        replay.record(&message_finished("a", true, String::new()));
-        let kinds: Vec<&str> = replay
-            .messages()
-            .iter()
-            .map(|m| match m.body.as_ref().unwrap() {
-                Body::AssignmentAccepted(_) => "accepted",
-                Body::StepStarted(_) => "started",
-                Body::StepFinished(_) => "finished",
-                Body::AssignmentFinished(_) => "done",
-                _ => "other",
-            })
-            .collect();
-        assert_eq!(kinds, ["accepted", "started", "finished", "done"]);
-    }
-
-    #[test]
-    fn backoff_jitter_is_a_fraction() {
-        for _ in 0..100 {
-            assert!((0.0..1.0).contains(&random_fraction()));
-        }
-    }
 }

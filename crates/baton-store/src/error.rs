@@ -31,9 +31,6 @@ pub enum StoreError {
     #[error("rollout {id} does not exist")]
     RolloutNotFound { id: i64 },
 
-    #[error("worker {fqdn} is not registered")]
-    WorkerNotFound { fqdn: String },
-
     #[error("database error while {what}: {cause}")]
     Query { what: String, cause: sqlx::Error },
 }

@@ -4,7 +4,7 @@ use crate::{Store, StoreError, WorkerRow, now_ms, with_pool};
 
 impl Store {
     /// Registers a worker, or updates it if its fqdn is known: version, platform, `known`,
-    /// connected, last heartbeat now.
+    /// connected, last heartbeat now. A batch of one (see [`Store::workers_upsert`]).
     pub async fn worker_connected(
         &self,
         fqdn: &str,
@@ -12,27 +12,15 @@ impl Store {
         platform: &str,
         known: bool,
     ) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO workers \
-             (fqdn, version, platform, known, connected, last_heartbeat_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (fqdn) DO UPDATE SET version = excluded.version, \
-             platform = excluded.platform, known = excluded.known, \
-             connected = excluded.connected, last_heartbeat_ms = excluded.last_heartbeat_ms";
-        let now = now_ms();
-        with_pool!(self, |p| {
-            sqlx::query(SQL)
-                .bind(fqdn)
-                .bind(version)
-                .bind(platform)
-                .bind(known)
-                .bind(true)
-                .bind(now)
-                .execute(p)
-                .await
-                .map(|_| ())
-        })
-        .map_err(StoreError::query(format!("registering worker {fqdn}")))?;
-        Ok(())
+        self.workers_upsert(&[WorkerRow {
+            fqdn: fqdn.to_string(),
+            version: version.to_string(),
+            platform: platform.to_string(),
+            known,
+            connected: true,
+            last_heartbeat_ms: Some(now_ms()),
+        }])
+        .await
     }
 
     /// Registers or updates many workers at once (their version, platform, `known`,
@@ -84,30 +72,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records a heartbeat now. Fails with [`StoreError::WorkerNotFound`] for a worker that
-    /// never connected.
-    pub async fn worker_heartbeat(&self, fqdn: &str) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE workers SET last_heartbeat_ms = $2 WHERE fqdn = $1";
-        let now = now_ms();
-        let updated = with_pool!(self, |p| {
-            sqlx::query(SQL)
-                .bind(fqdn)
-                .bind(now)
-                .execute(p)
-                .await
-                .map(|done| done.rows_affected())
-        })
-        .map_err(StoreError::query(format!(
-            "recording a heartbeat of worker {fqdn}"
-        )))?;
-        if updated == 0 {
-            return Err(StoreError::WorkerNotFound {
-                fqdn: fqdn.to_string(),
-            });
-        }
-        Ok(())
-    }
-
     /// Records many workers' last-seen times (Unix ms) at once: one statement per few hundred
     /// workers, instead of one write per heartbeat. Unknown FQDNs are ignored; a time older
     /// than the one stored does not replace it.
@@ -138,24 +102,6 @@ impl Store {
                 chunk.len()
             )))?;
         }
-        Ok(())
-    }
-
-    /// Marks a worker disconnected. A worker that never connected is left alone (no error), so
-    /// a stream that ends before registering can be cleaned up the same way.
-    pub async fn worker_disconnected(&self, fqdn: &str) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE workers SET connected = $2 WHERE fqdn = $1";
-        with_pool!(self, |p| {
-            sqlx::query(SQL)
-                .bind(fqdn)
-                .bind(false)
-                .execute(p)
-                .await
-                .map(|_| ())
-        })
-        .map_err(StoreError::query(format!(
-            "marking worker {fqdn} disconnected"
-        )))?;
         Ok(())
     }
 

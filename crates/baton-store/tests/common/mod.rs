@@ -465,20 +465,23 @@ pub async fn workers_register_heartbeat_disconnect(store: Store) {
         ("0.1.0", "windows-x86_64", false)
     );
 
-    // Heartbeat moves the clock forward for that worker only.
+    // A last-seen time moves the clock forward for that worker only.
     let app_before = workers[1].last_heartbeat_ms.unwrap();
     let web2_before = workers[3].last_heartbeat_ms.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    store.worker_heartbeat("app.example.test").await.unwrap();
+    store
+        .workers_seen(&[("app.example.test".to_string(), app_before + 5)])
+        .await
+        .unwrap();
     let workers = store.workers().await.unwrap();
-    assert!(workers[1].last_heartbeat_ms.unwrap() > app_before);
+    assert_eq!(workers[1].last_heartbeat_ms, Some(app_before + 5));
     assert_eq!(workers[3].last_heartbeat_ms.unwrap(), web2_before);
 
     // Disconnect keeps the row; reconnecting updates it in place.
-    store
-        .worker_disconnected("web-2.example.test")
-        .await
-        .unwrap();
+    let gone = baton_store::WorkerRow {
+        connected: false,
+        ..workers[3].clone()
+    };
+    store.workers_upsert(&[gone]).await.unwrap();
     let workers = store.workers().await.unwrap();
     assert_eq!(workers.len(), 4);
     assert!(!workers[3].connected);
@@ -508,17 +511,9 @@ pub async fn workers_register_heartbeat_disconnect(store: Store) {
         )
     );
 
-    // Unknown workers: a heartbeat is an error, a disconnect is not.
-    let unknown = store
-        .worker_heartbeat("ghost.example.test")
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&unknown, StoreError::WorkerNotFound { fqdn } if fqdn == "ghost.example.test"),
-        "{unknown:?}"
-    );
+    // An unknown worker's last-seen time is ignored.
     store
-        .worker_disconnected("ghost.example.test")
+        .workers_seen(&[("ghost.example.test".to_string(), now_ms())])
         .await
         .unwrap();
     assert_eq!(store.workers().await.unwrap().len(), 4);
@@ -935,11 +930,11 @@ pub async fn reopen_keeps_everything(url: &str) {
         .worker_connected("web-1.example.test", "0.1.0", "windows-x86_64", true)
         .await
         .unwrap();
-    store
-        .worker_disconnected("web-1.example.test")
-        .await
-        .unwrap();
+    let mut gone = store.workers().await.unwrap();
+    gone[0].connected = false;
+    store.workers_upsert(&gone).await.unwrap();
     let workers = store.workers().await.unwrap();
+    assert!(!workers[0].connected);
     store.close().await;
 
     let store = connect(url).await;
